@@ -1,0 +1,57 @@
+# The hardware facade: the only firmware module that imports machine, network,
+# bluetooth and esp32, so the rest of the firmware reads as application logic and
+# the pin map of a board lives in one place.
+import gc
+import time
+
+import machine
+from micropython import const
+
+_PIN_BUTTON = const(0)   # BOOT button on ESP32 dev kits, active low
+_PIN_LED = const(2)      # blue on-board LED on most ESP32 dev kits
+_PIN_TEMP = const(34)    # analog temperature sensor (TMP36: 0.5 V at 0 degC, 10 mV/degC)
+
+_led = None
+_button = None
+
+
+def node_id():
+    """The node's identity: its factory base MAC (eFuse), as 12 upper-case hex digits."""
+    return "".join("%02X" % b for b in machine.unique_id())
+
+
+def reset_cause():
+    return machine.reset_cause()
+
+
+def heap():
+    """(free, allocated) bytes of the MicroPython heap after a collection."""
+    gc.collect()
+    return gc.mem_free(), gc.mem_alloc()
+
+
+def led(on):
+    global _led
+    if _led is None:
+        _led = machine.Pin(_PIN_LED, machine.Pin.OUT)
+    _led.value(1 if on else 0)
+
+
+def button_pressed():
+    global _button
+    if _button is None:
+        _button = machine.Pin(_PIN_BUTTON, machine.Pin.IN, machine.Pin.PULL_UP)
+    return _button.value() == 0
+
+
+def temperature_c():
+    adc = machine.ADC(machine.Pin(_PIN_TEMP), atten=machine.ADC.ATTN_11DB)
+    return (adc.read_uv() / 1000000 - 0.5) * 100
+
+
+def reset():
+    machine.reset()
+
+
+def ticks_ms():
+    return time.ticks_ms()

@@ -1,0 +1,65 @@
+# Tiny logger for the device console. One line per event: "<ms> <LEVEL> <tag>: <message>".
+# Secrets never reach it: callers pass values through redact(), and any keyword
+# argument whose name looks secret is masked here as a second line of defence.
+import time
+
+DEBUG = 10
+INFO = 20
+WARNING = 30
+ERROR = 40
+_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARN", ERROR: "ERROR"}
+_SECRET_WORDS = ("pass", "secret", "key", "pop", "token", "password", "verifier")
+
+level = INFO
+_sinks = []
+
+
+def add_sink(fn):
+    """fn(line) is called for every emitted line (e.g. a ring buffer for the status command)."""
+    _sinks.append(fn)
+
+
+def redact(value):
+    """What a log line may show of a secret: its length only."""
+    if value is None:
+        return "None"
+    return "<%d bytes>" % len(value)
+
+
+def _is_secret(name):
+    name = name.lower()
+    for w in _SECRET_WORDS:
+        if w in name:
+            return True
+    return False
+
+
+def _emit(lvl, tag, msg, kw):
+    if lvl < level:
+        return
+    if kw:
+        parts = [msg]
+        for k in kw:
+            v = kw[k]
+            parts.append("%s=%s" % (k, redact(v) if _is_secret(k) else v))
+        msg = " ".join(parts)
+    line = "%d %s %s: %s" % (time.ticks_ms() if hasattr(time, "ticks_ms") else 0, _NAMES[lvl], tag, msg)
+    print(line)
+    for s in _sinks:
+        s(line)
+
+
+def debug(tag, msg, **kw):
+    _emit(DEBUG, tag, msg, kw)
+
+
+def info(tag, msg, **kw):
+    _emit(INFO, tag, msg, kw)
+
+
+def warning(tag, msg, **kw):
+    _emit(WARNING, tag, msg, kw)
+
+
+def error(tag, msg, **kw):
+    _emit(ERROR, tag, msg, kw)

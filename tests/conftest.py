@@ -1,0 +1,62 @@
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))          # lib/ modules also run under CPython
+sys.path.insert(0, str(ROOT / "lib"))
+VECTORS = Path(__file__).resolve().parent / "vectors"
+
+
+@pytest.fixture(scope="session")
+def vector():
+    def load(name):
+        return json.loads((VECTORS / name).read_text())
+    return load
+
+
+@pytest.fixture(scope="session")
+def firmware_image(tmp_path_factory):
+    """A flash image with the firmware deployed (as .mpy, like `make sim`), built once."""
+    from tools import deploy
+    image = tmp_path_factory.mktemp("firmware") / "template.img"
+    deploy.to_image(image, mpy=True, log=lambda line: None)
+    return image
+
+
+@pytest.fixture
+def new_board(tmp_path, firmware_image):
+    """Factory: a simulated board fresh out of the box with the firmware on it, powered on.
+
+    new_board(world=World(...), heap="100K", image=None) -> started Board; all stopped at teardown.
+    """
+    import shutil
+    from tools.sim.board import Board
+    boards = []
+
+    def make(world=None, heap="100K", image=None, **kw):
+        flash = tmp_path / ("board%d.img" % len(boards))
+        shutil.copyfile(image or firmware_image, flash)
+        b = Board(flash, heap=heap, world=world, **kw)
+        boards.append(b)
+        return b.start()
+    yield make
+    for b in boards:
+        b.stop()
+
+
+@pytest.fixture
+def console_of():
+    """console_of(board) -> a Console on the board's serial port (closed at teardown)."""
+    from tools.console import Console
+    opened = []
+
+    def make(board):
+        c = Console("socket://127.0.0.1:%d" % board.console.port)
+        opened.append(c)
+        return c
+    yield make
+    for c in opened:
+        c.close()

@@ -1,0 +1,54 @@
+"""The serial console of a board, real or simulated, through mpremote's own transport.
+
+    with Console("socket://127.0.0.1:4000") as c:      # or "/dev/ttyUSB0"
+        print(c.exec("import gc; print(gc.mem_free())"))
+
+exec() interrupts the running firmware (Ctrl-C) and uses the raw REPL without a soft reset,
+exactly like `mpremote connect PORT resume exec ...`.
+"""
+from mpremote.transport import TransportError, TransportExecError
+from mpremote.transport_serial import SerialTransport
+
+
+class ConsoleError(Exception):
+    pass
+
+
+class Console:
+    def __init__(self, port, timeout=10):
+        self.port = port
+        self.timeout = timeout
+        try:
+            self.t = SerialTransport(port, baudrate=115200)
+        except TransportError as e:
+            raise ConsoleError("cannot open console %s: %s" % (port, e))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            if self.t.in_raw_repl:
+                self.t.exit_raw_repl()
+        finally:
+            self.t.close()
+
+    def exec(self, code, timeout=None):
+        """Run code on the board; returns what it printed. Raises ConsoleError with the traceback."""
+        try:
+            # Every time: the board may have reset (or the app restarted) since the last call.
+            self.t.enter_raw_repl(soft_reset=False)
+            out, err = self.t.exec_raw(code, timeout=timeout or self.timeout)
+        except TransportError as e:
+            self.t.in_raw_repl = False
+            raise ConsoleError("console %s: %s" % (self.port, e))
+        if err:
+            raise ConsoleError(err.decode(errors="replace").strip())
+        return out.decode(errors="replace")
+
+    def eval(self, expr):
+        import ast
+        return ast.literal_eval(self.exec("print(repr(%s))" % expr).strip())

@@ -1,0 +1,140 @@
+"""Build the device files and put them on a board: a flash image (the simulator) or a
+serial port (a real board, or the simulator's console) through mpremote.
+
+Both doors deploy the same build: boot.py and main.py as source (the board runs them by
+name), firmware/ and lib/ as .py or, with mpy=True, as .mpy from mpy-cross.
+"""
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+ROOT_FILES = ("boot.py", "main.py")
+CODE_DIRS = ("firmware", "lib")
+
+
+class DeployError(Exception):
+    pass
+
+
+def sources():
+    """(path relative to the repo, absolute path) of every device file, in a stable order."""
+    out = [(name, ROOT / name) for name in ROOT_FILES]
+    for d in CODE_DIRS:
+        for p in sorted((ROOT / d).rglob("*.py")):
+            if "__pycache__" not in p.parts:
+                out.append((p.relative_to(ROOT).as_posix(), p))
+    return out
+
+
+def _tool(name):
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+def build(mpy=False, out=None):
+    """Fill a staging folder with the device files; returns it. Recompiles only what changed."""
+    out = Path(out or BUILD / ("mpy" if mpy else "py"))
+    wanted = set()
+    for rel, src in sources():
+        if mpy and not rel in ROOT_FILES:
+            rel = rel[:-3] + ".mpy"
+        dst = out / rel
+        wanted.add(dst)
+        if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".mpy"):
+            r = subprocess.run([_tool("mpy-cross"), "-o", str(dst), "-s", rel[:-4] + ".py", str(src)],
+                               capture_output=True, text=True)
+            if r.returncode:
+                raise DeployError("mpy-cross failed on %s: %s" % (src, r.stderr.strip()))
+        else:
+            shutil.copyfile(src, dst)
+    for p in list(out.rglob("*")):
+        if p.is_file() and p not in wanted:
+            p.unlink()
+    return out
+
+
+def to_image(image, mpy=False, micropython=None, log=print):
+    """Write the build into a simulated board's flash image (created blank if missing)."""
+    from tools.sim.board import CHIP, blank_image, micropython_binary
+    image = Path(image)
+    if not image.exists():
+        blank_image(image)
+    staging = build(mpy)
+    r = subprocess.run([micropython_binary(micropython), str(CHIP / "imagetool.py"), str(image), str(staging)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise DeployError("could not write %s: %s" % (image, (r.stdout + r.stderr).strip()[-500:]))
+    log(r.stdout.strip().splitlines()[-1])
+    return r.stdout
+
+
+# Runs on the board: prints "<path> <sha256>" for every deployed file it has.
+_HASHES = """
+import os, hashlib, binascii
+def show(p):
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+        while True:
+            b = f.read(512)
+            if not b:
+                break
+            h.update(b)
+    print(p, binascii.hexlify(h.digest()).decode())
+def walk(d):
+    for name, kind, *_ in os.ilistdir(d):
+        p = d + '/' + name
+        walk(p) if kind == 0x4000 else show(p)
+for f in %r:
+    try:
+        walk(f) if os.stat(f)[0] & 0x4000 else show(f)
+    except OSError:
+        pass
+""" % (ROOT_FILES + CODE_DIRS,)
+
+
+def mpremote(port, *args, timeout=120):
+    """Run mpremote against a port (socket://host:port, /dev/ttyUSB0, ...); returns stdout."""
+    cmd = [sys.executable, "-m", "mpremote", "connect", port, "resume", *args]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeployError("mpremote timed out on %s" % port)
+    if r.returncode:
+        raise DeployError("mpremote failed on %s: %s" % (port, (r.stderr or r.stdout).strip()[-500:]))
+    return r.stdout
+
+
+def to_port(port, mpy=False, log=print):
+    """Copy changed files to a board over its serial console (hash compare), then reset it."""
+    staging = build(mpy)
+    have = {}
+    for line in mpremote(port, "exec", _HASHES).splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            have[parts[0]] = parts[1]
+    local = {p.relative_to(staging).as_posix(): p for p in staging.rglob("*") if p.is_file()}
+    changed = [rel for rel, p in sorted(local.items())
+               if have.get(rel) != hashlib.sha256(p.read_bytes()).hexdigest()]
+    stale = [rel for rel in have if rel.split("/")[0] in CODE_DIRS and rel not in local]
+    args = []
+    dirs = set()
+    for rel in changed:
+        parts = rel.split("/")[:-1]
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    for d in sorted(dirs):
+        args += ["exec", "import os\ntry:\n os.mkdir(%r)\nexcept OSError:\n pass" % d, "+"]
+    for rel in changed:
+        args += ["fs", "cp", str(local[rel]), ":" + rel, "+"]
+    for rel in stale:
+        args += ["fs", "rm", ":" + rel, "+"]
+    if args:
+        mpremote(port, *args, "reset")
+    log("deployed %d files: %d written, %d removed" % (len(local), len(changed), len(stale)))
+    return changed

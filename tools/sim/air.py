@@ -1,0 +1,52 @@
+"""The air between the simulated chip and the world: a local TCP server speaking JSON lines.
+
+The chip's shims (tools/sim/shims) send one request per line and wait for one reply line.
+A connection that starts with {"op": "attach", "channel": ...} is handed to that channel's
+owner (the BLE radio), which then pushes its own requests to the chip over it.
+"""
+import json
+import socket
+import threading
+
+
+class AirServer:
+    def __init__(self, handler, attach):
+        self.handler = handler      # fn(msg: dict) -> reply dict
+        self.attach = attach        # fn(channel, sock, rfile)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True, name="air-accept").start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True, name="air").start()
+
+    def _serve(self, conn):
+        rfile = conn.makefile("rb")
+        try:
+            for line in rfile:
+                msg = json.loads(line)
+                if msg.get("op") == "attach":
+                    self.attach(msg["channel"], conn, rfile)
+                    return
+                try:
+                    reply = self.handler(msg)
+                except OSError as e:
+                    reply = {"errno": e.errno or 5}
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+        except (OSError, ValueError):
+            pass  # the chip died (power cut) mid-line: nothing to answer
+        finally:
+            conn.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()

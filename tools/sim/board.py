@@ -1,0 +1,456 @@
+"""A simulated ESP32 board: the chip (MicroPython unix port), its flash (a LittleFS image file),
+its UART (a TCP port that mpremote can drive), its radio (the air) and its power switch.
+
+    board = Board("flash.img", world=World(aps=[...]))
+    board.start()
+    board.wait_for(b"roost: node")
+    board.power_cut()
+
+Reset and soft reset restart the chip process; a power cut SIGKILLs it at whatever instant
+it is and starts it again on the same image, with RTC memory lost.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .air import AirServer
+from .proxy import Proxy
+from .world import Radio, World
+
+CHIP = Path(__file__).resolve().parent / "chip"
+FLASH_SIZE = 0x200000          # the vfs partition of a 4 MB ESP32
+DEFAULT_HEAP = "100K"
+PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+
+
+def micropython_binary(explicit=None):
+    """The unix port to run as the chip: --micropython, $ROOST_MICROPYTHON, the venv's, or PATH."""
+    for cand in (explicit, os.environ.get("ROOST_MICROPYTHON")):
+        if cand:
+            return cand
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError("no MicroPython unix port found: run `make setup`, or pass "
+                                "--micropython / set ROOST_MICROPYTHON to one you built")
+    return found
+
+
+def blank_image(path, size=FLASH_SIZE):
+    """An erased flash: all 0xFF. The chip formats it at first boot, like a new ESP32."""
+    with open(path, "wb") as f:
+        f.write(b"\xff" * size)
+
+
+class Board:
+    def __init__(self, flash, heap=DEFAULT_HEAP, world=None, mac=None, micropython=None,
+                 console_port=0, echo=None):
+        self.flash = Path(flash)
+        self.heap = heap
+        self.world = world or World()
+        self.mac = mac or bytes.fromhex("240ac4") + os.urandom(3)
+        self.binary = micropython_binary(micropython)
+        self.radio = Radio(self.world, self.mac, on_link_down=self._link_down)
+        self.echo = echo                    # fn(bytes) for console output (e.g. a terminal)
+        self.proc = None
+        self.lock = threading.RLock()
+        self.out = bytearray()              # everything the chip printed, "cooked" like a UART
+        self.out_cond = threading.Condition()
+        self._last_byte = 0
+        self.boots = 0
+        self.reset_cause = PWRON_RESET
+        self.rtc_memory = b""
+        self.led = []                       # (monotonic time, value) of pin writes to the LED
+        self.pins = {}
+        self.proxies = {}
+        self.softap_port = None
+        self.on_ports = None                # fn(dict) when a port appears (SoftAP HTTP)
+        self.ble = None
+        self.halted = False
+        self.uart_intr = True               # Ctrl-C interrupts (code runs) or is a character (REPL reads)
+        self._wdt = None
+        self.nvs_path = self.flash.with_name(self.flash.name + ".nvs.json")
+        self.air = AirServer(self._air_request, self._air_attach)
+        self.console = _ConsoleServer(self, console_port)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self):
+        if not self.flash.exists():
+            blank_image(self.flash)
+        self._spawn(PWRON_RESET)
+        return self
+
+    def stop(self):
+        with self.lock:
+            self._kill()
+        self.air.close()
+        self.console.close()
+        for p in self.proxies.values():
+            p.close()
+
+    def power_cut(self):
+        """Pull the plug at this very instant, then power on again."""
+        with self.lock:
+            self._kill()
+            self.rtc_memory = b""
+            self._spawn(PWRON_RESET)
+
+    def reset(self, cause=HARD_RESET, raw=False):
+        with self.lock:
+            self._kill()
+            if cause == PWRON_RESET:
+                self.rtc_memory = b""
+            self._spawn(cause, raw)
+
+    def _kill(self):
+        p, self.proc = self.proc, None
+        if p and p.poll() is None:
+            p.kill()
+            p.wait()
+        self._link_down()
+        self.radio = Radio(self.world, self.mac, on_link_down=self._link_down)
+        self._wdt = None
+
+    def _spawn(self, cause, raw=False):
+        self.reset_cause = cause
+        self.halted = False
+        self.uart_intr = True
+        env = dict(os.environ, ROOST_FLASH=str(self.flash), ROOST_AIR="127.0.0.1:%d" % self.air.port,
+                   ROOST_MAC=self.mac.hex(), ROOST_RESET_CAUSE=str(cause),
+                   ROOST_REPL="raw" if raw else "")
+        self.proc = subprocess.Popen(
+            [self.binary, "-X", "heapsize=" + str(self.heap), str(CHIP / "rom.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            bufsize=0, start_new_session=True)
+        self.boots += 1
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True, name="uart").start()
+
+    def _pump(self, proc):
+        while True:
+            data = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(1)
+            if not data:
+                break
+            self._emit(data)
+        code = proc.wait()
+        with self.lock:
+            if self.proc is proc:
+                # Nobody asked for this exit: a crash. A real chip's panic handler reboots.
+                self._emit(("\r\n[sim] chip exited with status %d; rebooting\r\n" % code).encode())
+                time.sleep(0.2)
+                if self.proc is proc:
+                    self._kill()
+                    self._spawn(HARD_RESET)
+
+    def _emit(self, data):
+        cooked = bytearray()
+        last = self._last_byte
+        for b in data:
+            if b == 10 and last != 13:
+                cooked.append(13)
+            cooked.append(b)
+            last = b
+        self._last_byte = last
+        with self.out_cond:
+            self.out += cooked
+            self.out_cond.notify_all()
+        self.console.send(bytes(cooked))
+        if self.echo:
+            self.echo(bytes(cooked))
+
+    # -- what tests and tools look at --------------------------------------------------------
+    def mark(self):
+        """An offset into the console output; wait_for(since=mark) looks only after it."""
+        with self.out_cond:
+            return len(self.out)
+
+    def wait_for(self, pattern, timeout=10.0, since=0):
+        """Wait until the console shows `pattern` (literal bytes/str, or a compiled bytes regex)."""
+        if isinstance(pattern, str):
+            pattern = pattern.encode()
+        rx = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
+        deadline = time.monotonic() + timeout
+        with self.out_cond:
+            while True:
+                m = rx.search(self.out, since)
+                if m:
+                    return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = bytes(self.out[max(since, len(self.out) - 2000):]).decode(errors="replace")
+                    raise TimeoutError("console never showed %r; last output:\n%s" % (rx.pattern, tail))
+                self.out_cond.wait(left)
+
+    def write_console(self, data):
+        """Type on the UART (Ctrl-C arrives as an interrupt, as the real UART driver does)."""
+        for chunk in re.split(rb"(\x03)", data):
+            if chunk == b"\x03" and self.uart_intr:
+                self.interrupt()
+            elif chunk:
+                p = self.proc
+                try:
+                    p.stdin.write(chunk)
+                except (OSError, AttributeError):
+                    pass  # chip rebooting: bytes on a dead UART are lost
+
+    def interrupt(self):
+        p = self.proc
+        if p and p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def ports(self):
+        return {"console": self.console.port, "air": self.air.port, "softap_http": self.softap_port,
+                "flash": str(self.flash), "mac": self.mac.hex()}
+
+    def led_on(self):
+        return bool(self.led and self.led[-1][1])
+
+    # -- the air -----------------------------------------------------------------------------
+    def _link_down(self):
+        for p in list(self.proxies.values()):
+            p.cut()
+
+    def _air_attach(self, channel, sock, rfile):
+        if channel == "ble" and self.ble is not None:
+            self.ble.attach(sock, rfile)
+        else:
+            sock.close()
+
+    def _air_request(self, msg):
+        op = msg["op"]
+        fn = getattr(self, "_op_" + op.replace(".", "_"), None)
+        if op.startswith("ble.") and self.ble is not None:
+            return self.ble.handle(msg)
+        if fn is None:
+            raise OSError(19, "no such device")  # ENODEV
+        return fn(msg) or {}
+
+    def _op_power(self, msg):
+        kind = msg["kind"]
+        if kind == "halt":
+            self.halted = True
+            time.sleep(1)
+            return
+        cause = {"hard": HARD_RESET, "soft": SOFT_RESET, "deepsleep": DEEPSLEEP_RESET}[kind]
+        proc = self.proc
+
+        def later():
+            with self.lock:
+                if self.proc is not proc:
+                    return
+                self._kill()
+            if kind == "deepsleep" and msg.get("ms"):
+                time.sleep(msg["ms"] / 1000)
+            with self.lock:
+                if self.proc is None:
+                    self._spawn(cause, msg.get("raw", False))
+        threading.Thread(target=later, daemon=True).start()
+
+    def _op_uart(self, msg):
+        self.uart_intr = msg["intr"]
+
+    def _op_pin(self, msg):
+        pin = msg["pin"]
+        if "value" in msg:
+            self.pins[pin] = msg["value"]
+            if pin == 2:                       # the on-board LED of most ESP32 dev kits
+                self.led.append((time.monotonic(), msg["value"]))
+                del self.led[:-1000]
+            return
+        if pin == 0:                           # BOOT button, active low with pull-up
+            return {"value": 0 if self.world.button_pressed else 1}
+        return {"value": self.pins.get(pin, 0)}
+
+    def _op_adc(self, msg):
+        # A TMP36-style analog sensor: 0.5 V at 0 degC, 10 mV per degC, ADC full scale ~3.3 V.
+        volts = 0.5 + 0.01 * self.world.temperature
+        return {"uv": int(volts * 1e6), "u16": max(0, min(65535, int(volts / 3.3 * 65535)))}
+
+    def _op_rtc_memory(self, msg):
+        if "data" in msg:
+            self.rtc_memory = bytes.fromhex(msg["data"])
+            return
+        return {"data": self.rtc_memory.hex()}
+
+    def _op_wdt(self, msg):
+        if "timeout" in msg:
+            self._wdt = [msg["timeout"] / 1000, time.monotonic(), self.proc]
+            threading.Thread(target=self._watchdog, args=(self._wdt,), daemon=True).start()
+        elif self._wdt:
+            self._wdt[1] = time.monotonic()
+
+    def _watchdog(self, wdt):
+        while self._wdt is wdt:
+            time.sleep(0.05)
+            if time.monotonic() - wdt[1] > wdt[0]:
+                with self.lock:
+                    if self._wdt is wdt and self.proc is wdt[2]:
+                        self._emit(b"\r\n[sim] watchdog timeout\r\n")
+                        self.reset(WDT_RESET)
+                return
+
+    def _nvs(self):
+        try:
+            return json.loads(self.nvs_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _op_nvs_get(self, msg):
+        return {"value": self._nvs().get(msg["ns"], {}).get(msg["key"])}
+
+    def _op_nvs_commit(self, msg):
+        nvs = self._nvs()
+        ns = nvs.setdefault(msg["ns"], {})
+        for k, v in msg["changes"].items():
+            if v is None:
+                ns.pop(k, None)
+            else:
+                ns[k] = v
+        tmp = self.nvs_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(nvs))
+        os.replace(tmp, self.nvs_path)
+
+    def _op_wlan(self, msg):
+        r, iface, fn = self.radio, msg["iface"], msg["fn"]
+        if fn == "active":
+            if "value" in msg:
+                r.set_active(iface, msg["value"])
+                return
+            return {"value": r.sta_active if iface == 0 else r.ap_active}
+        if fn == "connect":
+            r.connect(msg["ssid"], msg.get("key"), bytes.fromhex(msg["bssid"]) if msg.get("bssid") else None)
+        elif fn == "disconnect":
+            r.disconnect()
+        elif fn == "isconnected":
+            return {"value": r.connected() if iface == 0 else False}
+        elif fn == "status":
+            return {"value": r.status() if iface == 0 else 1000}
+        elif fn == "rssi":
+            return {"value": r.rssi()}
+        elif fn == "scan":
+            return {"value": r.scan()}
+        elif fn == "ifconfig":
+            return {"value": r.ifconfig(iface)}
+        elif fn == "hostname":
+            if "value" in msg:
+                r.hostname = msg["value"]
+                return
+            return {"value": r.hostname}
+        elif fn == "config_get":
+            key = msg["key"]
+            if key == "mac":
+                return {"value": r.iface_mac(iface).hex()}
+            if iface == 1 and key in ("essid", "ssid"):
+                return {"value": r.ap_config["essid"]}
+            if key in ("ssid", "essid"):
+                return {"value": r.requested[0] if r.requested else ""}
+            if key == "channel":
+                return {"value": r.ap.channel if r.ap else 1}
+            if key in r.ap_config:
+                return {"value": r.ap_config[key]}
+            raise OSError(22, "unknown config param")
+        elif fn == "config_set":
+            values = dict(msg["values"])
+            if "ssid" in values:
+                values["essid"] = values.pop("ssid")
+            if "key" in values:
+                values["password"] = values.pop("key")
+            r.ap_config.update(values)
+
+    def _op_resolve(self, msg):
+        # No Wi-Fi, no DNS: the ESP32 port raises OSError(-202) from getaddrinfo.
+        if not self.radio.connected():
+            raise OSError(-202, "no network")
+        host, port = msg["host"], msg["port"]
+        target = self.world.services.get("%s:%d" % (host, port)) or self.world.services.get(host)
+        if target is None:
+            if host in ("127.0.0.1", "localhost"):
+                target = (host, port)
+            else:
+                raise OSError(-202, "unknown host")
+        if isinstance(target, str):
+            target = (target, port)
+        key = tuple(target)
+        proxy = self.proxies.get(key)
+        if proxy is None:
+            proxy = self.proxies[key] = Proxy(key, self.radio.connected)
+        return {"host": "127.0.0.1", "port": proxy.port}
+
+    def _op_listen(self, msg):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if msg["port"] == 80:
+            self.softap_port = port
+            if self.on_ports:
+                self.on_ports({"softap_http": port})
+        return {"port": port}
+
+
+class _ConsoleServer:
+    """The UART: one TCP client at a time (a new one takes over, like reopening a serial port)."""
+
+    def __init__(self, board, port=0):
+        self.board = board
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.client = None
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True, name="uart-accept").start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                old, self.client = self.client, conn
+            if old:
+                old.close()
+            threading.Thread(target=self._read, args=(conn,), daemon=True, name="uart-rx").start()
+
+    def _read(self, conn):
+        while True:
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                with self.lock:
+                    if self.client is conn:
+                        self.client = None
+                return
+            self.board.write_console(data)
+
+    def send(self, data):
+        with self.lock:
+            c = self.client
+        if c:
+            try:
+                c.sendall(data)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+        with self.lock:
+            if self.client:
+                self.client.close()

@@ -1,0 +1,41 @@
+# The chip's line to the simulated world ("the air"): one blocking socket to the
+# board supervisor, JSON lines, one request and one reply at a time. Every shim
+# that needs the outside world (Wi-Fi, sensors, reset, NVS) goes through call().
+import json
+import os
+import socket
+
+_sock = None
+
+
+def _line():
+    global _sock
+    if _sock is None:
+        host, port = os.getenv("ROOST_AIR").rsplit(":", 1)
+        s = socket.socket()
+        s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+        _sock = s
+    return _sock
+
+
+def call(op, **kw):
+    """Ask the supervisor; returns the reply dict. Raises OSError(errno) if it says so."""
+    kw["op"] = op
+    s = _line()
+    s.write(json.dumps(kw).encode() + b"\n")
+    reply = s.readline()
+    if not reply:
+        raise OSError(5)  # EIO: the supervisor went away
+    reply = json.loads(reply)
+    if "errno" in reply:
+        raise OSError(reply["errno"])
+    return reply
+
+
+def connect_events(channel):
+    """A second socket on which the supervisor pushes requests to the chip (BLE central ops)."""
+    host, port = os.getenv("ROOST_AIR").rsplit(":", 1)
+    s = socket.socket()
+    s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+    s.write(json.dumps({"op": "attach", "channel": channel}).encode() + b"\n")
+    return s

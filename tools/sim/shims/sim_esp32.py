@@ -1,0 +1,68 @@
+# `esp32` for the simulated board: NVS with commit semantics. The supervisor keeps
+# the committed namespaces in a file beside the flash image; uncommitted changes
+# live in this process and die with it, as they do at a real reset.
+import _air
+
+HEAP_DATA = 4
+HEAP_EXEC = 1
+
+
+class NVS:
+    def __init__(self, namespace):
+        if not 0 < len(namespace) <= 15:
+            raise ValueError("namespace")
+        self._ns = namespace
+        self._pending = {}   # key -> ("i32", n) | ("blob", hex) | None (erase)
+
+    def _get(self, key):
+        if key in self._pending:
+            v = self._pending[key]
+        else:
+            v = _air.call("nvs_get", ns=self._ns, key=key).get("value")
+            v = tuple(v) if v else None
+        if v is None:
+            raise OSError(-4354)  # ESP_ERR_NVS_NOT_FOUND
+        return v
+
+    def _set(self, key, v):
+        if not 0 < len(key) <= 15:
+            raise ValueError("key")
+        self._pending[key] = v
+
+    def set_i32(self, key, n):
+        self._set(key, ("i32", int(n)))
+
+    def get_i32(self, key):
+        kind, v = self._get(key)
+        if kind != "i32":
+            raise OSError(-4355)  # ESP_ERR_NVS_TYPE_MISMATCH
+        return v
+
+    def set_blob(self, key, buf):
+        if isinstance(buf, str):
+            buf = buf.encode()
+        self._set(key, ("blob", bytes(buf).hex()))
+
+    def get_blob(self, key, buf):
+        kind, v = self._get(key)
+        if kind != "blob":
+            raise OSError(-4355)
+        data = bytes.fromhex(v)
+        if len(buf) < len(data):
+            raise OSError(-4364)  # ESP_ERR_NVS_INVALID_LENGTH
+        buf[: len(data)] = data
+        return len(data)
+
+    def erase_key(self, key):
+        self._get(key)
+        self._pending[key] = None
+
+    def commit(self):
+        if self._pending:
+            _air.call("nvs_commit", ns=self._ns, changes=self._pending)
+            self._pending = {}
+
+
+def idf_heap_info(capabilities):
+    # No IDF heap in the simulator: report one region so callers' arithmetic works.
+    return [(327680, 200000, 110592, 190000)]

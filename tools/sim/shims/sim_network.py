@@ -1,0 +1,94 @@
+# `network` for the simulated board. The Wi-Fi radio lives in the supervisor's
+# world model (access points that can be up or down, passwords, RSSI); this shim
+# only forwards, so status codes follow the ESP32 port's evaluation order there.
+import _air
+
+from micropython import const
+
+STA_IF = const(0)
+AP_IF = const(1)
+
+STAT_IDLE = const(1000)
+STAT_CONNECTING = const(1001)
+STAT_GOT_IP = const(1010)
+STAT_BEACON_TIMEOUT = const(200)
+STAT_NO_AP_FOUND = const(201)
+STAT_WRONG_PASSWORD = const(202)
+STAT_ASSOC_FAIL = const(203)
+STAT_CONNECT_FAIL = const(203)
+STAT_HANDSHAKE_TIMEOUT = const(204)
+
+AUTH_OPEN = const(0)
+AUTH_WEP = const(1)
+AUTH_WPA_PSK = const(2)
+AUTH_WPA2_PSK = const(3)
+AUTH_WPA_WPA2_PSK = const(4)
+
+
+def hostname(name=None):
+    if name is None:
+        return _air.call("wlan", iface=0, fn="hostname")["value"]
+    _air.call("wlan", iface=0, fn="hostname", value=name)
+
+
+class WLAN:
+    IF_STA = const(0)
+    IF_AP = const(1)
+
+    def __init__(self, interface_id=0):
+        self._if = interface_id
+
+    def _call(self, fn, **kw):
+        return _air.call("wlan", iface=self._if, fn=fn, **kw).get("value")
+
+    def active(self, is_active=None):
+        if is_active is None:
+            return self._call("active")
+        self._call("active", value=bool(is_active))
+
+    def connect(self, ssid=None, key=None, *, bssid=None):
+        if not self.active():
+            raise OSError("STA must be active")  # the port's message
+        if isinstance(ssid, bytes):
+            ssid = ssid.decode()
+        if isinstance(key, bytes):
+            key = key.decode()
+        self._call("connect", ssid=ssid, key=key, bssid=bssid.hex() if bssid else None)
+
+    def disconnect(self):
+        self._call("disconnect")
+
+    def isconnected(self):
+        return self._call("isconnected")
+
+    def status(self, param=None):
+        if param is None:
+            return self._call("status")
+        if param == "rssi":
+            return self._call("rssi")
+        raise ValueError("unknown status param")
+
+    def scan(self):
+        if not self.active():
+            raise OSError("STA must be active")
+        out = []
+        for ssid, bssid, ch, rssi, sec, hidden in self._call("scan"):
+            out.append((ssid.encode(), bytes.fromhex(bssid), ch, rssi, sec, hidden))
+        return out
+
+    def ifconfig(self, conf=None):
+        if conf is not None:
+            raise OSError("static IP not simulated")
+        return tuple(self._call("ifconfig"))
+
+    def ipconfig(self, key):
+        if key == "addr4":
+            ip, mask = self.ifconfig()[:2]
+            return (ip, mask)
+        raise ValueError(key)
+
+    def config(self, *args, **kw):
+        if args:
+            v = self._call("config_get", key=args[0])
+            return bytes.fromhex(v) if args[0] == "mac" else v
+        self._call("config_set", values=kw)

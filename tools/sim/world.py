@@ -1,0 +1,188 @@
+"""The world around simulated boards: Wi-Fi access points, the temperature in the room,
+the user's finger on the button, and which host names are cloud services.
+
+One World can be shared by many boards (a fleet in one room); each board has its own Radio.
+"""
+import json
+import threading
+import time
+
+# ESP32 port status codes (ports/esp32/modnetwork_globals.h) and IDF disconnect reasons.
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+REASON_ASSOC_LEAVE = 8
+REASON_BEACON_TIMEOUT = 200
+REASON_NO_AP_FOUND = 201
+REASON_AUTH_FAIL = 202
+REASON_CONNECTION_FAIL = 205
+_NO_AP_REASONS = (201, 210, 211, 212)
+
+
+class AccessPoint:
+    def __init__(self, ssid, password="", rssi=-50, channel=6, auth=None, bssid=None, up=True):
+        self.ssid = ssid
+        self.password = password
+        self.rssi = rssi
+        self.channel = channel
+        self.auth = (3 if password else 0) if auth is None else auth  # WPA2-PSK or open
+        self.bssid = bssid or "24:0a:c4:%02x:%02x:%02x" % tuple(ssid.encode().ljust(3, b"_")[:3])
+        self.up = up
+
+    def bssid_bytes(self):
+        return bytes(int(x, 16) for x in self.bssid.split(":"))
+
+
+class World:
+    """What the boards can sense. Mutate it from tests: ap.up = False, world.temperature = 30."""
+
+    def __init__(self, aps=(), temperature=21.5, services=None, connect_time=0.3, scan_time=0.2,
+                 wrong_password_reason=REASON_AUTH_FAIL):
+        self.lock = threading.RLock()
+        self.aps = [a if isinstance(a, AccessPoint) else AccessPoint(**a) for a in aps]
+        self.temperature = temperature
+        self.button_pressed = False
+        self.services = dict(services or {})  # host name -> (host, port) of a local service
+        self.connect_time = connect_time
+        self.scan_time = scan_time
+        # Real APs often report a wrong WPA2 password as reason 15 (4-way handshake timeout).
+        self.wrong_password_reason = wrong_password_reason
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            spec = json.load(f)
+        services = {h: tuple(a.rsplit(":", 1)) for h, a in spec.pop("services", {}).items()}
+        services = {h: (a[0], int(a[1])) for h, a in services.items()}
+        return cls(services=services, **spec)
+
+    def ap(self, ssid):
+        for a in self.aps:
+            if a.ssid == ssid:
+                return a
+        return None
+
+    def add_ap(self, ssid, password="", **kw):
+        ap = AccessPoint(ssid, password, **kw)
+        with self.lock:
+            self.aps.append(ap)
+        return ap
+
+
+class Radio:
+    """One board's Wi-Fi: STA and AP interfaces, following the ESP32 port's status rules."""
+
+    def __init__(self, world, mac, on_link_down=None):
+        self.world = world
+        self.mac = mac
+        self.on_link_down = on_link_down or (lambda: None)
+        self.sta_active = False
+        self.ap_active = False
+        self.ap_config = {"essid": "ESP_%02X%02X%02X" % tuple(mac[3:]), "password": "", "authmode": 0}
+        self.hostname = "espressif"
+        self.requested = None          # (ssid, key, bssid) while a connection is wanted
+        self.attempt_at = 0.0
+        self.reason = None             # last disconnect reason; cleared on GOT_IP
+        self.ap = None                 # the AP we are associated with
+        self.ip = None
+        self.lock = threading.RLock()
+
+    # -- the state machine, advanced lazily whenever the chip asks --------------------------
+    def _advance(self):
+        now = time.monotonic()
+        if self.ap is not None and not self.ap.up:
+            self._drop(REASON_BEACON_TIMEOUT)
+            self.attempt_at = now + self.world.connect_time
+        if self.requested and self.ap is None and now >= self.attempt_at:
+            ssid, key, bssid = self.requested
+            ap = self.world.ap(ssid)
+            if ap is None or not ap.up or (bssid and ap.bssid_bytes() != bssid):
+                self.reason = REASON_NO_AP_FOUND
+            elif ap.auth != 0 and key != ap.password:
+                self.reason = self.world.wrong_password_reason
+            else:
+                self.ap = ap
+                self.reason = None
+                self.ip = "192.168.1.%d" % (100 + self.mac[5] % 100)
+            # The port retries forever while a connection is requested.
+            self.attempt_at = now + self.world.connect_time
+
+    def _drop(self, reason):
+        self.ap = None
+        self.ip = None
+        self.reason = reason
+        self.on_link_down()
+
+    def connected(self):
+        with self.lock:
+            self._advance()
+            return self.ap is not None
+
+    def status(self):
+        with self.lock:
+            self._advance()
+            if self.ap is not None:
+                return STAT_GOT_IP
+            r = self.reason
+            if r in _NO_AP_REASONS:
+                return r
+            if r in (REASON_AUTH_FAIL, REASON_CONNECTION_FAIL):
+                return REASON_AUTH_FAIL
+            if r == REASON_ASSOC_LEAVE:
+                return STAT_IDLE
+            if self.requested:
+                return STAT_CONNECTING
+            return STAT_IDLE if r is None else r
+
+    def connect(self, ssid, key, bssid=None):
+        with self.lock:
+            if self.ap is not None:
+                self._drop(REASON_ASSOC_LEAVE)
+            self.requested = (ssid, key or "", bssid)
+            self.attempt_at = time.monotonic() + self.world.connect_time
+
+    def disconnect(self):
+        with self.lock:
+            self.requested = None
+            if self.ap is not None:
+                self._drop(REASON_ASSOC_LEAVE)
+            else:
+                self.reason = REASON_ASSOC_LEAVE
+
+    def set_active(self, iface, on):
+        with self.lock:
+            if iface == 0:
+                if not on:
+                    self.disconnect()
+                    self.reason = None
+                self.sta_active = on
+            else:
+                self.ap_active = on
+
+    def scan(self):
+        time.sleep(self.world.scan_time)  # a real scan blocks the caller for a while
+        with self.world.lock:
+            return [(a.ssid, a.bssid_bytes().hex(), a.channel, a.rssi, a.auth, False)
+                    for a in self.world.aps if a.up]
+
+    def ifconfig(self, iface):
+        if iface == 1:
+            return ["192.168.4.1", "255.255.255.0", "192.168.4.1", "0.0.0.0"] if self.ap_active \
+                else ["0.0.0.0"] * 4
+        with self.lock:
+            self._advance()
+            if self.ip:
+                return [self.ip, "255.255.255.0", "192.168.1.1", "192.168.1.1"]
+            return ["0.0.0.0"] * 4
+
+    def rssi(self):
+        with self.lock:
+            self._advance()
+            if self.ap is None:
+                raise OSError("not connected")
+            return self.ap.rssi
+
+    def iface_mac(self, iface):
+        mac = bytearray(self.mac)
+        mac[5] = (mac[5] + iface) & 0xFF  # SoftAP MAC = base + 1 (IDF convention)
+        return bytes(mac)
