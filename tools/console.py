@@ -40,7 +40,11 @@ class Console:
         """Run code on the board; returns what it printed. Raises ConsoleError with the traceback."""
         try:
             # Every time: the board may have reset (or the app restarted) since the last call.
-            self.t.enter_raw_repl(soft_reset=False)
+            # A Ctrl-C that lands in boot.py does not stop main.py (as on a board): try twice.
+            try:
+                self.t.enter_raw_repl(soft_reset=False, timeout_overall=3)
+            except TransportError:
+                self.t.enter_raw_repl(soft_reset=False)
             out, err = self.t.exec_raw(code, timeout=timeout or self.timeout)
         except TransportError as e:
             self.t.in_raw_repl = False

@@ -138,3 +138,27 @@ def to_port(port, mpy=False, log=print):
         mpremote(port, *args, "reset")
     log("deployed %d files: %d written, %d removed" % (len(local), len(changed), len(stale)))
     return changed
+
+
+def package_json():
+    """The mip manifest of the device files (relative URLs: works from a clone or github:)."""
+    return {"version": _version(), "urls": [[rel, rel] for rel, _ in sources()]}
+
+
+def _version():
+    for line in (ROOT / "firmware" / "app.py").read_text().splitlines():
+        if line.startswith("VERSION"):
+            return line.split("=")[1].strip().strip('"')
+    raise DeployError("firmware/app.py has no VERSION")
+
+
+def package_json_text():
+    import json
+    pj = package_json()
+    urls = ",\n".join("    " + json.dumps(u) for u in pj["urls"])
+    return '{\n  "version": %s,\n  "urls": [\n%s\n  ]\n}\n' % (json.dumps(pj["version"]), urls)
+
+
+def write_package_json():
+    """Regenerate package.json after adding or removing device files (a test checks it)."""
+    (ROOT / "package.json").write_text(package_json_text())

@@ -38,9 +38,10 @@ class AirServer:
                     self.attach(msg["channel"], conn, rfile)
                     return
                 try:
-                    reply = self.handler(msg)
+                    reply = dict(self.handler(msg))
                 except OSError as e:
                     reply = {"errno": e.errno or 5}
+                reply["seq"] = msg.get("seq")
                 conn.sendall(json.dumps(reply).encode() + b"\n")
         except (OSError, ValueError):
             pass  # the chip died (power cut) mid-line: nothing to answer

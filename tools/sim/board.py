@@ -22,12 +22,15 @@ import time
 from pathlib import Path
 
 from .air import AirServer
+from .ble import BleRadio
 from .proxy import Proxy
 from .world import Radio, World
 
 CHIP = Path(__file__).resolve().parent / "chip"
 FLASH_SIZE = 0x200000          # the vfs partition of a 4 MB ESP32
 DEFAULT_HEAP = "100K"
+# Heap on top of the board's for the simulator's own shims and REPL (pinned by rom.py).
+SIM_ALLOWANCE = 40 * 1024
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 
 
@@ -44,6 +47,13 @@ def micropython_binary(explicit=None):
         raise FileNotFoundError("no MicroPython unix port found: run `make setup`, or pass "
                                 "--micropython / set ROOST_MICROPYTHON to one you built")
     return found
+
+
+def heap_bytes(size):
+    """"100K" / "2M" / 65536 -> bytes, as micropython's -X heapsize reads it."""
+    s = str(size).strip().upper()
+    mult = {"K": 1024, "M": 1024 * 1024}.get(s[-1:], 1)
+    return int(s.rstrip("KM")) * mult
 
 
 def blank_image(path, size=FLASH_SIZE):
@@ -75,7 +85,7 @@ class Board:
         self.proxies = {}
         self.softap_port = None
         self.on_ports = None                # fn(dict) when a port appears (SoftAP HTTP)
-        self.ble = None
+        self.ble = BleRadio(self)
         self.halted = False
         self.uart_intr = True               # Ctrl-C interrupts (code runs) or is a character (REPL reads)
         self._wdt = None
@@ -119,6 +129,7 @@ class Board:
             p.wait()
         self._link_down()
         self.radio = Radio(self.world, self.mac, on_link_down=self._link_down)
+        self.ble.reset()                    # BLE links drop with the chip
         self._wdt = None
 
     def _spawn(self, cause, raw=False):
@@ -126,10 +137,11 @@ class Board:
         self.halted = False
         self.uart_intr = True
         env = dict(os.environ, ROOST_FLASH=str(self.flash), ROOST_AIR="127.0.0.1:%d" % self.air.port,
+                   ROOST_ALLOWANCE=str(SIM_ALLOWANCE),
                    ROOST_MAC=self.mac.hex(), ROOST_RESET_CAUSE=str(cause),
                    ROOST_REPL="raw" if raw else "")
         self.proc = subprocess.Popen(
-            [self.binary, "-X", "heapsize=" + str(self.heap), str(CHIP / "rom.py")],
+            [self.binary, "-X", "heapsize=%d" % (heap_bytes(self.heap) + SIM_ALLOWANCE), str(CHIP / "rom.py")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             bufsize=0, start_new_session=True)
         self.boots += 1

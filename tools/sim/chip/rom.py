@@ -15,7 +15,7 @@ import flash  # noqa: E402
 import _air  # noqa: E402
 import repl  # noqa: E402
 
-for _name in ("machine", "network", "esp32", "socket"):  # TODO(lead): add bluetooth when sim_bluetooth lands
+for _name in ("machine", "network", "esp32", "socket", "bluetooth"):
     sys.modules[_name] = __import__("sim_" + _name)
 
 
@@ -69,6 +69,16 @@ sys.path[:] = ["", ".frozen", "/lib"]
 raw = os.getenv("ROOST_REPL") == "raw"
 del _here, _name, _mount
 gc.collect()
+# The supervisor started us with the board's heap plus ROOST_ALLOWANCE for the simulator's
+# own code (shims, REPL), which a real board does not carry. Pin whatever of the allowance
+# that code did not use, so the firmware finds the board's heap, no more.
+_spare = int(os.getenv("ROOST_ALLOWANCE") or 0) - gc.mem_alloc() - 64
+if _spare < 0:
+    print("[sim] warning: simulator code exceeds its heap allowance by %d bytes" % -_spare)
+_air.BALLAST = bytearray(max(_spare, 0))
+gc.collect()
+_air.BASELINE = gc.mem_alloc()  # firmware allocations = gc.mem_alloc() - this
+del _spare
 _run_file("boot.py")
 if not raw:
     _run_file("main.py")

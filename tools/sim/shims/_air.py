@@ -6,6 +6,7 @@ import os
 import socket
 
 _sock = None
+_seq = 0
 
 
 def _line():
@@ -19,14 +20,24 @@ def _line():
 
 
 def call(op, **kw):
-    """Ask the supervisor; returns the reply dict. Raises OSError(errno) if it says so."""
+    """Ask the supervisor; returns the reply dict. Raises OSError(errno) if it says so.
+
+    Requests carry a sequence number: a call cut short by Ctrl-C (KeyboardInterrupt between
+    the request and its reply) leaves a stale reply behind, which the next call skips.
+    """
+    global _seq
+    _seq += 1
     kw["op"] = op
+    kw["seq"] = _seq
     s = _line()
     s.write(json.dumps(kw).encode() + b"\n")
-    reply = s.readline()
-    if not reply:
-        raise OSError(5)  # EIO: the supervisor went away
-    reply = json.loads(reply)
+    while True:
+        reply = s.readline()
+        if not reply:
+            raise OSError(5)  # EIO: the supervisor went away
+        reply = json.loads(reply)
+        if reply.get("seq") == _seq:
+            break
     if "errno" in reply:
         raise OSError(reply["errno"])
     return reply

@@ -1,0 +1,46 @@
+"""make bench: every benchmark, one table.
+
+Host-driven benchmarks are modules here with run(rows); chip benchmarks are bench_*.py files
+run under the MicroPython unix port (the simulated chip), printing "name: value unit" lines.
+"""
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
+HOST = ("boot",)
+LINE = re.compile(r"^(.+?):\s+([-\d.]+)\s*(\S*)\s*$")
+
+
+def chip_bench(path, rows):
+    from tools.sim.board import micropython_binary
+    prelude = "import sys\nsys.path[:0] = [%r]\n" % str(ROOT / "lib")
+    r = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", prelude + path.read_text()],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if r.returncode:
+        rows.append(("%s FAILED" % path.name, r.stderr.strip().splitlines()[-1] if r.stderr else "?", ""))
+        return
+    for line in r.stdout.splitlines():
+        m = LINE.match(line.strip())
+        if m:
+            rows.append(("%s: %s" % (path.stem[6:], m.group(1)), m.group(2), m.group(3)))
+
+
+def main():
+    rows = []
+    for name in HOST:
+        importlib.import_module("tests.bench." + name).run(rows)
+    for path in sorted(HERE.glob("bench_*.py")):
+        chip_bench(path, rows)
+    width = max(len(r[0]) for r in rows)
+    print("%-*s %12s  %s" % (width, "benchmark", "value", "unit"))
+    print("-" * (width + 20))
+    for name, value, unit in rows:
+        print("%-*s %12s  %s" % (width, name, value, unit))
+
+
+main()

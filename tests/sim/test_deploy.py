@@ -1,0 +1,76 @@
+"""Getting the firmware onto a board: `roost deploy` to an image or a port, mip's package.json,
+and `roost board` announcing its ports."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tools import deploy
+from tools.sim.board import Board
+
+ROOT = Path(__file__).resolve().parents[2]
+BANNER = re.compile(rb"roost: roost \S+ node [0-9A-F]{12}")
+
+
+def test_package_json_lists_exactly_the_device_files():
+    assert (ROOT / "package.json").read_text() == deploy.package_json_text(), \
+        "package.json is stale: run python -c 'from tools.deploy import write_package_json; write_package_json()'"
+
+
+def test_a_blank_board_formats_its_flash_and_waits_at_the_repl(tmp_path):
+    board = Board(tmp_path / "blank.img").start()
+    try:
+        board.wait_for(b"Performing initial setup")
+        board.wait_for(b">>> ")
+    finally:
+        board.stop()
+
+
+def test_deploy_over_the_console_copies_only_changes_then_resets(tmp_path):
+    board = Board(tmp_path / "blank.img").start()
+    try:
+        board.wait_for(b">>> ")
+        url = "socket://127.0.0.1:%d" % board.console.port
+        changed = deploy.to_port(url, mpy=True, log=lambda line: None)
+        assert "main.py" in changed and "firmware/app.mpy" in changed
+        board.wait_for(BANNER, timeout=15)
+        assert deploy.to_port(url, mpy=True, log=lambda line: None) == []   # nothing changed
+    finally:
+        board.stop()
+
+
+def test_mip_installs_the_package_json_onto_a_board(tmp_path):
+    board = Board(tmp_path / "blank.img").start()
+    try:
+        board.wait_for(b">>> ")
+        url = "socket://127.0.0.1:%d" % board.console.port
+        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", url, "resume", "mip", "install",
+                            "--target=", str(ROOT / "package.json"), "+", "reset"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        board.wait_for(BANNER, timeout=15)
+    finally:
+        board.stop()
+
+
+def test_roost_board_prints_its_ports_as_one_json_line(tmp_path, firmware_image):
+    flash = tmp_path / "b.img"
+    flash.write_bytes(firmware_image.read_bytes())
+    p = subprocess.Popen([sys.executable, "-m", "tools", "board", "--flash", str(flash), "--heap", "80K"],
+                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        ports = json.loads(p.stdout.readline())
+        assert ports["console"] > 0 and ports["air"] > 0
+        from tools.console import Console
+        with Console("socket://127.0.0.1:%d" % ports["console"]) as c:
+            assert 40 * 1024 < c.eval("__import__('gc').mem_free()") <= 80 * 1024
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+
+
+def test_deploy_refuses_two_targets_with_one_clear_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "tools", "deploy"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "exactly one target" in r.stderr
