@@ -10,6 +10,9 @@ BLOCK_SIZE = const(4096)
 DEFAULT_SIZE = const(0x200000)
 
 
+_ERASED = b"\xff" * BLOCK_SIZE  # allocated once: a 4 KB allocation per erase fragments a small heap
+
+
 class FileBlockDevice:
     def __init__(self, path, block_size=BLOCK_SIZE):
         self.f = open(path, "r+b")
@@ -41,6 +44,6 @@ class FileBlockDevice:
         if op == 6:  # erase: NOR flash erases to 0xFF
             f = self.f
             f.seek(arg * self.block_size)
-            f.write(b"\xff" * self.block_size)
+            f.write(_ERASED if self.block_size == BLOCK_SIZE else b"\xff" * self.block_size)
             return 0
         return 0 if op in (1, 2, 3) else None

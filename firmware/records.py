@@ -1,0 +1,129 @@
+# Schema of the device's durable records (used by store.py): for each record its
+# current schema version and defaults, the migrations from older versions, and
+# which fields are secret. Pure data and small functions, no I/O.
+#
+# Migration rule: a record's version only grows. Bumping it means adding
+# _MIGRATE[(name, old)] = fn(dict) -> dict for the previous version, so a reader
+# can always lift any older copy (primary or backup) to the current shape.
+# Writers always write the current version. A copy newer than this firmware
+# knows is refused (the store falls back), never guessed at.
+import json
+
+FACTORY = "factory"
+
+# name -> (version, defaults as JSON). Kept as text so every call to defaults()
+# returns a fresh dict the caller may mutate, and the table costs no heap
+# objects beyond one string per record.
+_SCHEMA = {
+    # Written once at manufacturing; kept by a factory reset.
+    FACTORY: (1, '{"node_id":"","pop":"","serial":"","endpoints":{"bootstrap":"",'
+                 '"registration":"","mqtt":"","thingspeak":""},"external_id":"",'
+                 '"external_key":"","bootstrap_enc_key":"","ca_cert":"",'
+                 '"sensors":[],"sinks":[]}'),
+    # Up to MAX_WIFI networks, most recent first: [{"ssid":..,"password":..}].
+    "wifi": (2, '{"networks":[]}'),
+    # RainMaker-style user-node mapping; status: none|pending|mapped|failed.
+    "user": (1, '{"user_id":"","secret":"","status":"none"}'),
+    # Particle-style claim code, cleared once the cloud acknowledged it.
+    "claim": (1, '{"code":"","claimed":false}'),
+    # midPoint registration key typed over the serial console.
+    "regkey": (1, '{"key":""}'),
+    # Mainflux bootstrap result (the parts the device needs to stream).
+    "bootstrap": (1, '{"done":false,"thing_id":"","thing_key":"","channels":[],'
+                     '"content":"","client_cert":"","client_key":"","ca_cert":""}'),
+    # midPoint self-registration result (ThingSpeak channel and write key).
+    "registration": (1, '{"done":false,"channel":"","write_key":""}'),
+    "telemetry": (1, '{"enabled":true,"interval_s":60}'),
+    # Outbox cursor: sequence number of the last reading the cloud acknowledged.
+    # Kept tiny on purpose: it is the hot record (see docs/storage.md).
+    "cursor": (1, '{"seq":0}'),
+}
+
+NAMES = tuple(sorted(_SCHEMA))
+RUNTIME = tuple(n for n in NAMES if n != FACTORY)
+MAX_WIFI = 5
+
+# Secret fields per record ("a[].b" = field b of every element of list a).
+# dump() and anything else that shows a record masks these, plus any field whose
+# name looks secret (_WORDS), at any depth.
+SECRET_FIELDS = {
+    FACTORY: ("pop", "external_key", "bootstrap_enc_key"),
+    "wifi": ("networks[].password",),
+    "user": ("secret",),
+    "claim": ("code",),
+    "regkey": ("key",),
+    "bootstrap": ("thing_key", "client_key"),
+    "registration": ("write_key",),
+}
+_NAMES_SECRET = ("pop", "external_key", "bootstrap_enc_key", "password", "secret",
+                 "code", "key", "thing_key", "client_key", "write_key", "psk")
+_WORDS = ("pass", "secret", "key", "pop", "token", "psk")
+
+
+def version(name):
+    return _SCHEMA[name][0]
+
+
+def defaults(name):
+    return json.loads(_SCHEMA[name][1])
+
+
+def normalize(name, d):
+    """Enforce record invariants on a (defaults-filled) dict before it is stored."""
+    if name == "wifi":
+        nets = d["networks"]
+        if type(nets) is not list:
+            raise ValueError("wifi.networks must be a list")
+        d["networks"] = nets[:MAX_WIFI]
+    return d
+
+
+# -- migrations: (name, from_version) -> fn(dict) -> dict of from_version + 1 --
+
+def _wifi_1to2(d):
+    # v1 (first firmware) kept one network as {"ssid", "psk"}; v2 keeps a list of
+    # up to MAX_WIFI {"ssid", "password"}, most recent first.
+    ssid = d.get("ssid") or ""
+    nets = [{"ssid": ssid, "password": d.get("psk") or ""}] if ssid else []
+    return {"networks": nets}
+
+
+_MIGRATE = {("wifi", 1): _wifi_1to2}
+
+
+def migrate(name, ver, d):
+    """Lift d from schema version ver to the current one; raises ValueError if no path."""
+    cur = _SCHEMA[name][0]
+    while ver < cur:
+        fn = _MIGRATE.get((name, ver))
+        if fn is None:
+            raise ValueError("no migration")
+        d = fn(d)
+        ver += 1
+    return d
+
+
+# -- secrets --
+
+def is_secret(field):
+    if field in _NAMES_SECRET:
+        return True
+    field = field.lower()
+    for w in _WORDS:
+        if w in field:
+            return True
+    return False
+
+
+def redact(v, secret=False):
+    """A copy of v safe to show: secret strings become "<n bytes>"."""
+    t = type(v)
+    if t is dict:
+        return {k: redact(v[k], secret or is_secret(k)) for k in v}
+    if t is list:
+        return [redact(x, secret) for x in v]
+    if not secret or v is None:
+        return v
+    if t is str:
+        return "<%d bytes>" % len(v.encode())
+    return "<secret>"

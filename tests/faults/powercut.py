@@ -1,0 +1,249 @@
+"""Power-cut harness (CPython): cut the chip's power at seeded random instants and
+check after every cut that each record holds its last acknowledged value or the
+value that was being written, never a mix, garbage, or a lost acknowledged value.
+
+The harness only knows the chip through `start_chip(image, mode, start)`, which
+powers up a chip on the flash image `image` and returns it as a running process
+(a `subprocess.Popen` with text stdout and stderr is enough: it needs `.stdout`,
+`.stderr`, `.send_signal()`, `.wait()`, `.returncode`) speaking the line protocol
+of tests/faults/scenario_store.py. Modes: "format" (make a fresh filesystem, print
+FORMATTED, exit), "check" (boot, print the STATE lines and READY, exit), "run"
+(boot, check, then write until the power is cut; `start` is the lowest counter to
+use). `mpy_chip` starts the bare MicroPython unix port; the simulated board can
+provide its own starter (deploy scenario_store.py, call its run()/check()).
+Each cut is a SIGKILL of that process at a seeded random instant.
+
+Usage: `python -m tests.faults.powercut [CUTS] [SEED]` or through pytest
+(tests/faults/test_power_cut.py).
+"""
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tests.mpy import micropython_binary  # noqa: E402
+
+SCENARIO = Path(__file__).with_name("scenario_store.py")
+FACTORY = "factory"
+IMAGE_SIZE = 0x200000
+
+
+def mpy_chip(image, mode, start=0, heap="100K"):
+    """Start scenario_store.py on the MicroPython unix port over a flash image."""
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join([".frozen"] + [str(ROOT / p) for p in
+                                                 ("lib", "firmware", "tools/sim/chip", "tests/faults")])
+    return subprocess.Popen(
+        [micropython_binary(), "-X", "heapsize=" + heap, str(SCENARIO), str(image), mode, str(start)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+class Report:
+    def __init__(self):
+        self.cuts = 0            # SIGKILLs delivered
+        self.boot_cuts = 0       # ... of which landed before the boot check finished
+        self.boots = 0           # boots whose state was fully checked
+        self.corrupt = 0         # records found in a state not allowed
+        self.fallbacks = 0       # records loaded from the backup copy
+        self.interrupted = 0     # "write was interrupted" warnings at boot
+        self.errors = 0          # ERROR lines from the store at boot
+        self.acks = 0
+        self.resets = 0          # factory resets acknowledged
+        self.latency_us = []     # store call latency measured inside the chip
+        self.problems = []       # first few corrupt findings, for the failure message
+
+    def add(self, other):
+        for k, v in vars(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+    def summary(self):
+        lat = sorted(self.latency_us)
+
+        def pct(p):
+            return lat[min(len(lat) - 1, int(len(lat) * p))] if lat else 0
+        mean = sum(lat) / len(lat) if lat else 0
+        return ("powercut: cuts=%d boot_cuts=%d checked_boots=%d corrupt=%d fallbacks_to_backup=%d "
+                "interrupted_writes=%d store_errors=%d acks=%d resets=%d "
+                "set_us mean=%.0f p50=%d p99=%d max=%d"
+                % (self.cuts, self.boot_cuts, self.boots, self.corrupt, self.fallbacks,
+                   self.interrupted, self.errors, self.acks, self.resets,
+                   mean, pct(0.5), pct(0.99), lat[-1] if lat else 0))
+
+
+class Expectation:
+    """What the flash may hold: per record the last acknowledged n ('NONE' if never
+    written) and the n of a write in flight; or a factory reset in flight."""
+
+    def __init__(self):
+        self.known = {}
+        self.pending = {}
+        self.reset_pending = False
+        self.top = 0
+
+    def check_boot(self, states, report):
+        """states: {record: (observed, source)} from one boot. Returns problem strings."""
+        bad = []
+        for rec, (got, src) in states.items():
+            known = self.known.get(rec, "NONE")
+            allowed = {known}
+            if rec in self.pending:
+                allowed.add(self.pending[rec])
+            if self.reset_pending and rec != FACTORY:
+                allowed.add("NONE")
+            if got == "BAD" or got not in allowed:
+                bad.append("%s=%s (%s) allowed=%s" % (rec, got, src, sorted(allowed)))
+            if src == "backup":
+                report.fallbacks += 1
+        if self.reset_pending and not bad:
+            # all or nothing: either no runtime record was erased or all were
+            held = [r for r, (got, _) in states.items()
+                    if r != FACTORY and self.known.get(r, "NONE") != "NONE"]
+            kept = [r for r in held if states[r][0] == self.known[r]]
+            if kept and len(kept) != len(held):
+                bad.append("half-done factory reset: kept %s of %s" % (kept, held))
+        # The flash is the truth from now on.
+        self.known = {rec: got for rec, (got, _) in states.items()}
+        self.pending = {}
+        self.reset_pending = False
+        return bad
+
+    def feed(self, kind, rec, n, report):
+        self.top = max(self.top, int(n) + 1)
+        if kind == "WRITE":
+            if rec == "reset":
+                self.reset_pending = True
+            else:
+                self.pending[rec] = n
+        elif rec == "reset":
+            self.reset_pending = False
+            self.known = {r: (v if r == FACTORY else "NONE") for r, v in self.known.items()}
+            self.pending = {}
+            report.resets += 1
+        else:
+            self.known[rec] = n
+            self.pending.pop(rec, None)
+
+
+def _parse(lines, exp, report):
+    """Apply one chip run's output. Returns True if its boot check was complete."""
+    states = {}
+    ready = False
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            continue
+        tag = parts[0]
+        if tag == "STATE" and len(parts) == 4:
+            states[parts[1]] = (parts[2], parts[3])
+        elif tag == "READY":
+            ready = True
+            bad = exp.check_boot(states, report)
+            report.boots += 1
+            report.corrupt += len(bad)
+            report.problems.extend(bad[:max(0, 5 - len(report.problems))])
+        elif tag in ("WRITE", "ACK") and len(parts) >= 3:
+            if tag == "ACK" and len(parts) < 4:
+                continue  # cut while printing the ACK: stays pending
+            exp.feed(tag, parts[1], parts[2], report)
+            if tag == "ACK":
+                report.acks += 1
+                report.latency_us.append(int(parts[3]))
+        elif "ERROR store:" in line:
+            report.errors += 1
+        elif "write was interrupted" in line:
+            report.interrupted += 1
+        elif tag in ("MOUNTFAIL", "EXC"):
+            report.corrupt += 1
+            report.problems.append(line.strip())
+    return ready
+
+
+def _finish(proc):
+    out = proc.stdout.read()
+    err = proc.stderr.read() if proc.stderr else ""
+    proc.wait()
+    return out, err
+
+
+def run_lane(image, cuts, seed, start_chip=mpy_chip, max_delay=0.08, boot_cut_rate=0.1):
+    """Cut the power `cuts` times on one flash image; return a Report."""
+    rng = random.Random(seed)
+    report = Report()
+    exp = Expectation()
+    Path(image).write_bytes(b"\xff" * IMAGE_SIZE)
+    out, err = _finish(start_chip(image, "format"))
+    if "FORMATTED" not in out:
+        raise RuntimeError("format failed: %s%s" % (out, err))
+    for _ in range(cuts):
+        proc = start_chip(image, "run", exp.top)
+        lines = []
+        if rng.random() < boot_cut_rate:
+            time.sleep(rng.uniform(0, 0.03))          # anywhere, boot included
+        else:
+            for line in proc.stdout:                  # after the boot check
+                lines.append(line)
+                if line.startswith("READY"):
+                    break
+            time.sleep(rng.uniform(0, max_delay))
+        proc.send_signal(signal.SIGKILL)
+        out, err = _finish(proc)
+        lines.extend(out.splitlines())
+        if proc.returncode != -signal.SIGKILL:
+            raise RuntimeError("chip exited by itself (%s):\n%s\n%s"
+                               % (proc.returncode, "\n".join(l.rstrip() for l in lines[-20:]), err))
+        report.cuts += 1
+        if not _parse(lines, exp, report):
+            report.boot_cuts += 1
+    out, err = _finish(start_chip(image, "check"))     # a last boot, not cut
+    if not _parse(out.splitlines(), exp, report):
+        raise RuntimeError("final check did not complete:\n%s%s" % (out, err))
+    return report
+
+
+def run_powercuts(cuts, seed, workdir, lanes=2, start_chip=mpy_chip, **kw):
+    """Spread `cuts` over `lanes` images run in parallel; return the merged Report."""
+    reports = [None] * lanes
+    errors = []
+
+    def lane(i):
+        try:
+            n = cuts // lanes + (1 if i < cuts % lanes else 0)
+            reports[i] = run_lane(Path(workdir) / ("flash%d.img" % i), n, seed * 1000 + i,
+                                  start_chip, **kw)
+        except Exception as e:  # reported below, in the caller's thread
+            errors.append(e)
+    threads = [threading.Thread(target=lane, args=(i,)) for i in range(lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    total = Report()
+    for r in reports:
+        total.add(r)
+    return total
+
+
+def main(argv):
+    import tempfile
+    cuts = int(argv[1]) if len(argv) > 1 else int(os.environ.get("ROOST_POWERCUTS", "300"))
+    seed = int(argv[2]) if len(argv) > 2 else int(os.environ.get("ROOST_POWERCUT_SEED", "1"))
+    with tempfile.TemporaryDirectory() as d:
+        t = time.time()
+        r = run_powercuts(cuts, seed, d)
+        print(r.summary(), "seed=%d seconds=%.1f" % (seed, time.time() - t))
+        for p in r.problems:
+            print("  ", p)
+    return 1 if r.corrupt else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
