@@ -6,7 +6,9 @@
 exec() interrupts the running firmware (Ctrl-C) and uses the raw REPL without a soft reset,
 exactly like `mpremote connect PORT resume exec ...`.
 """
-from mpremote.transport import TransportError, TransportExecError
+import time
+
+from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 
 
@@ -44,7 +46,15 @@ class Console:
             try:
                 self.t.enter_raw_repl(soft_reset=False, timeout_overall=3)
             except TransportError:
+                time.sleep(0.3)                       # let the late output arrive, then drop it
+                self.t.serial.reset_input_buffer()
                 self.t.enter_raw_repl(soft_reset=False)
+                # The first Ctrl-A may still sit in the UART buffer and print a second banner:
+                # settle, drop everything, and ask for exactly one fresh prompt.
+                time.sleep(0.2)
+                self.t.serial.reset_input_buffer()
+                self.t.serial.write(b"\r\x01")
+                self.t.read_until(1, b"raw REPL; CTRL-B to exit\r\n")  # exec reads the ">"
             out, err = self.t.exec_raw(code, timeout=timeout or self.timeout)
         except TransportError as e:
             self.t.in_raw_repl = False

@@ -2,7 +2,10 @@
 serial port (a real board, or the simulator's console) through mpremote.
 
 Both doors deploy the same build: boot.py and main.py as source (the board runs them by
-name), firmware/ and lib/ as .py or, with mpy=True, as .mpy from mpy-cross.
+name), firmware/ and lib/ as .py or, with mpy=True, as .mpy from mpy-cross. With
+romfs=True, firmware/ and lib/ go into a ROMFS image instead (the `romfs` partition of
+MicroPython's partitions-4MiB-romfs.csv, mounted at /rom): the code then runs from flash
+and leaves ~35% more heap, which is what TLS and BLE need on an ESP32 without PSRAM.
 """
 import hashlib
 import shutil
@@ -60,19 +63,79 @@ def build(mpy=False, out=None):
     return out
 
 
-def to_image(image, mpy=False, micropython=None, log=print):
-    """Write the build into a simulated board's flash image (created blank if missing)."""
-    from tools.sim.board import CHIP, blank_image, micropython_binary
+def _fresh_dir(path):
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def build_romfs():
+    """The ROMFS image (bytes) of firmware/ and lib/ as .mpy."""
+    import contextlib
+    import io
+    from mpremote.romfs import make_romfs
+    staging = build(mpy=True)
+    src = _fresh_dir(BUILD / "romfs-src")
+    for d in CODE_DIRS:
+        shutil.copytree(staging / d, src / d)
+    with contextlib.redirect_stdout(io.StringIO()):   # it draws the tree on stdout
+        return make_romfs(str(src), mpy_cross=False)
+
+
+def romfs_path(image):
+    """Where the simulator keeps a board's ROMFS partition: beside its flash image."""
+    return Path(str(image) + ".romfs")
+
+
+def _imagetool(*args, micropython=None):
+    from tools.sim.board import CHIP, micropython_binary
+    r = subprocess.run([micropython_binary(micropython), "-X", "heapsize=1M", str(CHIP / "imagetool.py"),
+                        *map(str, args)], capture_output=True, text=True)
+    if r.returncode:
+        raise DeployError("could not write %s: %s" % (args[1], (r.stdout + r.stderr).strip()[-500:]))
+    return r.stdout
+
+
+def to_image(image, mpy=False, micropython=None, log=print, factory=None, romfs=False):
+    """Write the build into a simulated board's flash image (created blank if missing).
+    romfs=True puts the code in the board's ROMFS partition (a file beside the image) and
+    only boot.py/main.py in the filesystem. A factory config (dict) is written too, if given."""
+    from tools.sim.board import blank_image
     image = Path(image)
     if not image.exists():
         blank_image(image)
-    staging = build(mpy)
-    r = subprocess.run([micropython_binary(micropython), str(CHIP / "imagetool.py"), str(image), str(staging)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        raise DeployError("could not write %s: %s" % (image, (r.stdout + r.stderr).strip()[-500:]))
-    log(r.stdout.strip().splitlines()[-1])
-    return r.stdout
+    rom = romfs_path(image)
+    staging = build(mpy or romfs)
+    if romfs:
+        rom.write_bytes(build_romfs())
+        lfs = _fresh_dir(BUILD / "romfs-lfs")
+        for name in ROOT_FILES:
+            shutil.copyfile(staging / name, lfs / name)
+        staging = lfs
+    elif rom.exists():
+        rom.unlink()
+    log(files_to_image(image, staging, micropython=micropython))
+    if factory is not None:
+        factory_to_image(image, factory, micropython=micropython, log=log)
+
+
+def files_to_image(image, staging, micropython=None):
+    """Make the image's filesystem hold what the staging folder holds (changed files only)."""
+    from tools.sim.board import blank_image
+    if not Path(image).exists():
+        blank_image(image)
+    return _imagetool("deploy", image, staging, micropython=micropython).strip().splitlines()[-1]
+
+
+def factory_to_image(image, factory, micropython=None, log=print):
+    """Write the factory config (node ID, PoP, endpoints, ...) into an image, as manufacturing does."""
+    import json
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(factory, f)
+        f.flush()
+        log(_imagetool("factory", image, build(mpy=True), f.name, micropython=micropython).strip())
 
 
 # Runs on the board: prints "<path> <sha256>" for every deployed file it has.
@@ -111,8 +174,9 @@ def mpremote(port, *args, timeout=120):
     return r.stdout
 
 
-def to_port(port, mpy=False, log=print):
-    """Copy changed files to a board over its serial console (hash compare), then reset it."""
+def to_port(port, mpy=False, log=print, factory=None):
+    """Copy changed files to a board over its serial console (hash compare), write the
+    factory config if given, then reset it."""
     staging = build(mpy)
     have = {}
     for line in mpremote(port, "exec", _HASHES).splitlines():
@@ -134,6 +198,10 @@ def to_port(port, mpy=False, log=print):
         args += ["fs", "cp", str(local[rel]), ":" + rel, "+"]
     for rel in stale:
         args += ["fs", "rm", ":" + rel, "+"]
+    if factory is not None:
+        import json
+        args += ["exec", "import json\nfrom firmware.store import Store\nStore().set_factory(json.loads(%r))"
+                 % json.dumps(factory), "+"]
     if args:
         mpremote(port, *args, "reset")
     log("deployed %d files: %d written, %d removed" % (len(local), len(changed), len(stale)))

@@ -9,6 +9,16 @@ import socket
 import threading
 
 
+def close_listener(sock):
+    """Close a listening socket so that the thread blocked in accept() wakes up (close alone
+    does not wake it on Linux) and ends."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
 class AirServer:
     def __init__(self, handler, attach):
         self.handler = handler      # fn(msg: dict) -> reply dict
@@ -50,4 +60,4 @@ class AirServer:
 
     def close(self):
         self.closed = True
-        self.sock.close()
+        close_listener(self.sock)

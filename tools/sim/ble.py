@@ -272,7 +272,7 @@ class Connection:
         self.connected = True
         self.reason = None              # HCI reason once disconnected
         self.disconnected = threading.Event()
-        self.on_disconnect = None       # fn(reason), called on the thread that saw it
+        self.on_disconnect = None       # fn(reason); runs under the radio's lock: keep it short
         self.notifications = []         # Notification, oldest first; wait_notification() consumes
         self.cccd = {}                  # value handle -> CCCD bits this central wrote
         self.services = None
@@ -497,8 +497,8 @@ class BleRadio:
         except (OSError, ValueError):
             pass
         finally:
+            link.close()  # also ends its writer thread
             with self._cond:
-                link.closed = True
                 if self._link is link:
                     self._link = None
                 self._cond.notify_all()
@@ -573,9 +573,6 @@ class BleRadio:
         return {}
 
     def _op_adv(self, msg):
-        if msg["iv"] is None:
-            self._adv = None
-            return
         # None keeps the data of the previous call (the controller still holds it).
         adv = self._adv_data if msg["adv"] is None else bytes.fromhex(msg["adv"])
         resp = self._resp_data if msg["resp"] is None else bytes.fromhex(msg["resp"])

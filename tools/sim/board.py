@@ -21,8 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from .air import AirServer
+from .air import AirServer, close_listener
 from .ble import BleRadio
+from .central import serve_central
 from .proxy import Proxy
 from .world import Radio, World
 
@@ -88,6 +89,7 @@ class Board:
         self.ble = BleRadio(self)
         self.halted = False
         self.uart_intr = True               # Ctrl-C interrupts (code runs) or is a character (REPL reads)
+        self._intr_pending = None           # the chip process a Ctrl-C waits to interrupt
         self._wdt = None
         self.nvs_path = self.flash.with_name(self.flash.name + ".nvs.json")
         self.air = AirServer(self._air_request, self._air_attach)
@@ -136,12 +138,15 @@ class Board:
         self.reset_cause = cause
         self.halted = False
         self.uart_intr = True
+        rom = Path(str(self.flash) + ".romfs")     # the ROMFS partition, if deployed (tools/deploy.py)
+        rom_size = rom.stat().st_size if rom.exists() else 0
         env = dict(os.environ, ROOST_FLASH=str(self.flash), ROOST_AIR="127.0.0.1:%d" % self.air.port,
-                   ROOST_ALLOWANCE=str(SIM_ALLOWANCE),
+                   ROOST_ALLOWANCE=str(SIM_ALLOWANCE), ROOST_ROMFS=str(rom) if rom_size else "",
                    ROOST_MAC=self.mac.hex(), ROOST_RESET_CAUSE=str(cause),
                    ROOST_REPL="raw" if raw else "")
         self.proc = subprocess.Popen(
-            [self.binary, "-X", "heapsize=%d" % (heap_bytes(self.heap) + SIM_ALLOWANCE), str(CHIP / "rom.py")],
+            [self.binary, "-X", "heapsize=%d" % (heap_bytes(self.heap) + SIM_ALLOWANCE + rom_size + 1024),
+             str(CHIP / "rom.py")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             bufsize=0, start_new_session=True)
         self.boots += 1
@@ -215,12 +220,25 @@ class Board:
                     pass  # chip rebooting: bytes on a dead UART are lost
 
     def interrupt(self):
+        """Ctrl-C while code runs. It rides on the reply to the chip's next air call (raised
+        there as KeyboardInterrupt, at a point where no lock of the VM is held); only code that
+        makes no air call for a second gets SIGINT. A signal can land inside the unix port's
+        qstr interning, whose mutex (no-GIL threaded build) it then leaves locked: the chip
+        deadlocks. An ESP32 has a GIL and checks its UART interrupt at safe points instead."""
         p = self.proc
-        if p and p.poll() is None:
-            try:
-                os.kill(p.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+        if not p or p.poll() is not None:
+            return
+        self._intr_pending = p
+
+        def fallback():
+            time.sleep(1.0)
+            if self._intr_pending is p and p.poll() is None:
+                self._intr_pending = None
+                try:
+                    os.kill(p.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        threading.Thread(target=fallback, daemon=True).start()
 
     def ports(self):
         return {"console": self.console.port, "air": self.air.port, "softap_http": self.softap_port,
@@ -237,6 +255,8 @@ class Board:
     def _air_attach(self, channel, sock, rfile):
         if channel == "ble" and self.ble is not None:
             self.ble.attach(sock, rfile)
+        elif channel == "central" and self.ble is not None:
+            serve_central(self, sock, rfile)   # a phone in another process (roost provision --air)
         else:
             sock.close()
 
@@ -244,10 +264,15 @@ class Board:
         op = msg["op"]
         fn = getattr(self, "_op_" + op.replace(".", "_"), None)
         if op.startswith("ble.") and self.ble is not None:
-            return self.ble.handle(msg)
-        if fn is None:
+            reply = self.ble.handle(msg)
+        elif fn is None:
             raise OSError(19, "no such device")  # ENODEV
-        return fn(msg) or {}
+        else:
+            reply = fn(msg) or {}
+        if self._intr_pending is not None and self._intr_pending is self.proc:
+            self._intr_pending = None
+            reply = dict(reply, intr=1)          # raised as KeyboardInterrupt by the chip's _air.call
+        return reply
 
     def _op_power(self, msg):
         kind = msg["kind"]
@@ -272,6 +297,7 @@ class Board:
 
     def _op_uart(self, msg):
         self.uart_intr = msg["intr"]
+        self._intr_pending = None                # code finished: a late Ctrl-C has nothing to stop
 
     def _op_pin(self, msg):
         pin = msg["pin"]
@@ -462,7 +488,7 @@ class _ConsoleServer:
                 pass
 
     def close(self):
-        self.sock.close()
+        close_listener(self.sock)
         with self.lock:
             if self.client:
                 self.client.close()

@@ -7,6 +7,8 @@ import socket
 import struct
 import threading
 
+from .air import close_listener
+
 
 def _reset(sock):
     try:
@@ -75,5 +77,5 @@ class Proxy:
             _reset(s)
 
     def close(self):
-        self.sock.close()
+        close_listener(self.sock)
         self.cut()

@@ -2,7 +2,10 @@
 # image is written by exactly the LittleFS the chip mounts. Only changed files are
 # written; code files that are no longer part of the build are removed, because a
 # stale foo.py would shadow a new foo.mpy. Data files (records) are never touched.
-# usage: micropython imagetool.py IMAGE STAGING_DIR
+# The factory record is written by the firmware's own store code (from CODE_DIR, the
+# full build), exactly as the board writes it.
+# usage: micropython imagetool.py deploy IMAGE STAGING_DIR
+#        micropython imagetool.py factory IMAGE CODE_DIR FACTORY_JSON
 import os
 import sys
 import vfs
@@ -47,7 +50,7 @@ def _makedirs(path):
             pass
 
 
-def main(image, staging):
+def _mount(image):
     bd = flash.FileBlockDevice(image)
     try:
         fs = vfs.VfsLfs2(bd)
@@ -55,6 +58,10 @@ def main(image, staging):
         vfs.VfsLfs2.mkfs(bd)
         fs = vfs.VfsLfs2(bd)
     vfs.mount(fs, "/flash")
+
+
+def deploy(image, staging):
+    _mount(image)
     wanted = set(_walk(staging))
     written = 0
     for path in sorted(wanted):
@@ -85,4 +92,18 @@ def main(image, staging):
     vfs.umount("/flash")
 
 
-main(sys.argv[1], sys.argv[2])
+def factory(image, code, path):
+    import json
+    _mount(image)
+    sys.path[:0] = [code, code + "/lib"]
+    from firmware.store import Store
+    with open(path) as f:
+        Store("/flash").set_factory(json.load(f))
+    print("factory config written")
+    vfs.umount("/flash")
+
+
+if sys.argv[1] == "deploy":
+    deploy(sys.argv[2], sys.argv[3])
+else:
+    factory(sys.argv[2], sys.argv[3], sys.argv[4])

@@ -63,22 +63,36 @@ def _run_file(path):
         sys.print_exception(e)
 
 
+def _mount_rom():
+    # The ROMFS partition, if this board has one: code that runs from flash, mounted at
+    # /rom as MicroPython does on boards whose partition table has a romfs partition.
+    path = os.getenv("ROOST_ROMFS")
+    if not path:
+        return 0
+    with open(path, "rb") as f:
+        _air.ROM = f.read()
+    vfs.mount(vfs.VfsRom(_air.ROM), "/rom")
+    return len(_air.ROM)
+
+
+_rom_size = _mount_rom()
 _mount()
 os.chdir("/")
-sys.path[:] = ["", ".frozen", "/lib"]
+sys.path[:] = ["", ".frozen", "/rom", "/rom/lib", "/lib"] if _rom_size else ["", ".frozen", "/lib"]
 raw = os.getenv("ROOST_REPL") == "raw"
-del _here, _name, _mount
+del _here, _name, _mount, _mount_rom
 gc.collect()
 # The supervisor started us with the board's heap plus ROOST_ALLOWANCE for the simulator's
 # own code (shims, REPL), which a real board does not carry. Pin whatever of the allowance
 # that code did not use, so the firmware finds the board's heap, no more.
-_spare = int(os.getenv("ROOST_ALLOWANCE") or 0) - gc.mem_alloc() - 64
+# The ROMFS image is flash on a real board: it lives in the allowance too.
+_spare = int(os.getenv("ROOST_ALLOWANCE") or 0) + _rom_size - gc.mem_alloc() - 64
 if _spare < 0:
     print("[sim] warning: simulator code exceeds its heap allowance by %d bytes" % -_spare)
 _air.BALLAST = bytearray(max(_spare, 0))
 gc.collect()
 _air.BASELINE = gc.mem_alloc()  # firmware allocations = gc.mem_alloc() - this
-del _spare
+del _spare, _rom_size
 _run_file("boot.py")
 if not raw:
     _run_file("main.py")

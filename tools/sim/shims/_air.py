@@ -38,6 +38,8 @@ def call(op, **kw):
         reply = json.loads(reply)
         if reply.get("seq") == _seq:
             break
+    if "intr" in reply:
+        raise KeyboardInterrupt  # Ctrl-C on the UART (see Board.interrupt)
     if "errno" in reply:
         raise OSError(reply["errno"])
     return reply

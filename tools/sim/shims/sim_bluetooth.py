@@ -70,6 +70,8 @@ class UUID:
 
 
 def _entry(h):
+    if not _on:
+        raise OSError(19)  # ENODEV: BLE not active
     try:
         return _db[h]
     except KeyError:
