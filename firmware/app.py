@@ -1,37 +1,138 @@
 # The application's lifecycle: the one place that knows the order of phases.
+#
+#   boot -> (no Wi-Fi network stored, or reprovision asked) -> provisioning window
+#        -> join the strongest known network -> online
+#
+# The BOOT button: held 3 s -> reprovision (the window opens again, networks kept);
+# held 10 s -> factory reset (user data erased, factory config kept) and reboot.
 import asyncio
 import time
 
+from micropython import const
+
 import log
-from firmware import board
+from firmware import board, wifi
+from firmware.store import Store
 
 VERSION = "0.1.0"
-_BLINK_MS = 500
+
+_REPROVISION_MS = const(3000)
+_FACTORY_RESET_MS = const(10000)
+_JOIN_BACKOFF_MS = const(5000)
+_JOIN_BACKOFF_MAX_MS = const(300000)
+# LED blink half-periods per state (ms): fast = waiting for the phone, slow = joining.
+_BLINK = {"provisioning": 150, "connecting": 600, "offline": 1500}
 
 
-async def _blink():
-    on = False
-    while True:
-        on = not on
-        board.led(on)
-        await asyncio.sleep_ms(_BLINK_MS)
+class App:
+    def __init__(self):
+        self.store = Store()
+        self.station = wifi.Station()
+        self.node_id = self.store.factory.get("node_id") or board.node_id()
+        self.state = "booting"
+        self.reprovision = asyncio.Event()
+
+    async def blink(self):
+        on = False
+        while True:
+            half = _BLINK.get(self.state)
+            if half is None:            # online: steady on
+                board.led(True)
+                await asyncio.sleep_ms(200)
+                continue
+            on = not on
+            board.led(on)
+            await asyncio.sleep_ms(half)
+
+    async def button(self):
+        while True:
+            await asyncio.sleep_ms(100)
+            if not board.button_pressed():
+                continue
+            t0 = time.ticks_ms()
+            while board.button_pressed():
+                await asyncio.sleep_ms(100)
+            held = time.ticks_diff(time.ticks_ms(), t0)
+            if held >= _FACTORY_RESET_MS:
+                log.warning("app", "button held %d ms: factory reset" % held)
+                self.store.factory_reset()
+                board.reset()
+            elif held >= _REPROVISION_MS:
+                log.info("app", "button held %d ms: reprovisioning" % held)
+                self.reprovision.set()
+
+    async def provision(self):
+        from firmware.prov.manager import Provisioning
+        self.state = "provisioning"
+        p = Provisioning(self.store, self.station, self.node_id, VERSION)
+        done = await p.run()
+        del p
+        _unload("firmware.prov", "x25519", "aes", "protobuf", "sha512", "srp6a")
+        return done
+
+    async def run(self):
+        asyncio.create_task(self.blink())
+        asyncio.create_task(self.button())
+        backoff = _JOIN_BACKOFF_MS
+        while True:
+            if self.reprovision.is_set() or not self.store.wifi_networks():
+                self.reprovision.clear()
+                if not await self.provision() and not self.store.wifi_networks():
+                    # Window timed out with nothing learned: wait for the button, save power.
+                    self.state = "offline"
+                    await self.reprovision.wait()
+                continue
+            self.state = "connecting"
+            if await self.station.join_known(self.store.wifi_networks()):
+                backoff = _JOIN_BACKOFF_MS
+                await self.online()
+            else:
+                self.state = "offline"
+                log.warning("app", "no known network reachable; retrying in %d s" % (backoff // 1000))
+                try:
+                    await asyncio.wait_for_ms(self.reprovision.wait(), backoff)
+                except asyncio.TimeoutError:
+                    pass
+                backoff = min(backoff * 2, _JOIN_BACKOFF_MAX_MS)
+
+    async def online(self):
+        """Connected: stay until the link is lost for good or reprovisioning is asked."""
+        self.state = "online"
+        log.info("app", "online, heap free %d" % board.heap()[0])
+        while not self.reprovision.is_set():
+            await asyncio.sleep_ms(1000)
+            if not board.sta().isconnected():
+                log.warning("app", "Wi-Fi lost; rejoining")
+                return
 
 
-async def _run():
-    await asyncio.gather(_blink())
+def _unload(*prefixes):
+    """Forget modules only one phase needs (provisioning crypto, GATT tables): their code
+    and tables go back to the heap, which the cloud phase needs for TLS."""
+    import gc
+    import sys
+    for name in list(sys.modules):
+        for p in prefixes:
+            if name == p or name.startswith(p + "."):
+                del sys.modules[name]
+                break
+    gc.collect()
 
 
-def banner():
+def banner(node_id):
     free, alloc = board.heap()
     log.info("roost", "roost %s node %s heap free %d alloc %d reset cause %d" % (
-        VERSION, board.node_id(), free, alloc, board.reset_cause()))
+        VERSION, node_id, free, alloc, board.reset_cause()))
 
 
 def main():
-    banner()
+    app = App()
+    banner(app.node_id)
     try:
-        asyncio.run(_run())
+        asyncio.run(app.run())
     except Exception as e:  # not KeyboardInterrupt: Ctrl-C must reach the REPL
+        import sys
+        sys.print_exception(e)
         log.error("roost", "application crashed: %r; resetting in 5 s" % (e,))
         time.sleep(5)
         board.reset()

@@ -4,7 +4,9 @@
 import gc
 import time
 
+import bluetooth
 import machine
+import network
 from micropython import const
 
 _PIN_BUTTON = const(0)   # BOOT button on ESP32 dev kits, active low
@@ -13,6 +15,13 @@ _PIN_TEMP = const(34)    # analog temperature sensor (TMP36: 0.5 V at 0 degC, 10
 
 _led = None
 _button = None
+_sta = None
+_ap = None
+
+# network.WLAN.status() values of the ESP32 port (ports/esp32/modnetwork_globals.h).
+STAT_IDLE = const(1000)
+STAT_CONNECTING = const(1001)
+STAT_GOT_IP = const(1010)
 
 
 def node_id():
@@ -47,6 +56,49 @@ def button_pressed():
 def temperature_c():
     adc = machine.ADC(machine.Pin(_PIN_TEMP), atten=machine.ADC.ATTN_11DB)
     return (adc.read_uv() / 1000000 - 0.5) * 100
+
+
+def sta():
+    """The Wi-Fi station interface, active."""
+    global _sta
+    if _sta is None:
+        _sta = network.WLAN(network.WLAN.IF_STA)
+    if not _sta.active():
+        _sta.active(True)
+    return _sta
+
+
+def softap(essid=None, password=None):
+    """The SoftAP interface: started with essid/password, stopped with essid=None."""
+    global _ap
+    if _ap is None:
+        _ap = network.WLAN(network.WLAN.IF_AP)
+    if essid is None:
+        _ap.active(False)
+        return _ap
+    _ap.active(True)
+    if password:
+        _ap.config(essid=essid, password=password, authmode=3)  # WPA2-PSK
+    else:
+        _ap.config(essid=essid, authmode=0)
+    return _ap
+
+
+def ble():
+    """The BLE radio (a singleton), active."""
+    b = bluetooth.BLE()
+    if not b.active():
+        b.active(True)
+    return b
+
+
+def ble_off():
+    bluetooth.BLE().active(False)
+
+
+UUID = bluetooth.UUID
+FLAG_READ = bluetooth.FLAG_READ
+FLAG_WRITE = bluetooth.FLAG_WRITE
 
 
 def reset():

@@ -19,7 +19,12 @@ _SCHEMA = {
     FACTORY: (1, '{"node_id":"","pop":"","serial":"","endpoints":{"bootstrap":"",'
                  '"registration":"","mqtt":"","thingspeak":""},"external_id":"",'
                  '"external_key":"","bootstrap_enc_key":"","ca_cert":"",'
-                 '"sensors":[],"sinks":[]}'),
+                 '"sensors":[],"sinks":[],'
+                 # Local provisioning: security scheme (0 only for development), the
+                 # transports, how long the window stays open, the SoftAP passphrase
+                 # (open AP if empty) and, for security 2, the SRP salt and verifier (hex).
+                 '"prov":{"sec":1,"transports":["ble"],"timeout_s":900,'
+                 '"softap_key":"","srp_salt":"","srp_verifier":""}}'),
     # Up to MAX_WIFI networks, most recent first: [{"ssid":..,"password":..}].
     "wifi": (2, '{"networks":[]}'),
     # RainMaker-style user-node mapping; status: none|pending|mapped|failed.
@@ -47,7 +52,7 @@ MAX_WIFI = 5
 # dump() and anything else that shows a record masks these, plus any field whose
 # name looks secret (_WORDS), at any depth.
 SECRET_FIELDS = {
-    FACTORY: ("pop", "external_key", "bootstrap_enc_key"),
+    FACTORY: ("pop", "external_key", "bootstrap_enc_key", "prov.softap_key", "prov.srp_verifier"),
     "wifi": ("networks[].password",),
     "user": ("secret",),
     "claim": ("code",),
@@ -56,7 +61,7 @@ SECRET_FIELDS = {
     "registration": ("write_key",),
 }
 _NAMES_SECRET = ("pop", "external_key", "bootstrap_enc_key", "password", "secret",
-                 "code", "key", "thing_key", "client_key", "write_key", "psk")
+                 "code", "key", "thing_key", "client_key", "write_key", "psk", "srp_verifier")
 _WORDS = ("pass", "secret", "key", "pop", "token", "psk")
 
 

@@ -34,7 +34,7 @@ import os
 import json
 import struct
 import log
-import records
+from firmware import records
 from micropython import const
 
 

@@ -8,7 +8,7 @@ INFO = 20
 WARNING = 30
 ERROR = 40
 _NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARN", ERROR: "ERROR"}
-_SECRET_WORDS = ("pass", "secret", "key", "pop", "token", "password", "verifier")
+_SECRET_WORDS = ("pass", "secret", "key", "pop", "token", "verifier", "code")
 
 level = INFO
 _sinks = []

@@ -19,7 +19,8 @@ def vector():
 
 @pytest.fixture(scope="session")
 def firmware_image(tmp_path_factory):
-    """A flash image with the firmware deployed (as .mpy, like `make sim`), built once."""
+    """A flash image with the firmware deployed as `make sim` does (.mpy in the filesystem),
+    built once per test run."""
     from tools import deploy
     image = tmp_path_factory.mktemp("firmware") / "template.img"
     deploy.to_image(image, mpy=True, log=lambda line: None)
@@ -30,15 +31,22 @@ def firmware_image(tmp_path_factory):
 def new_board(tmp_path, firmware_image):
     """Factory: a simulated board fresh out of the box with the firmware on it, powered on.
 
-    new_board(world=World(...), heap="100K", image=None) -> started Board; all stopped at teardown.
+    new_board(world=World(...), heap="100K", image=None, factory={...}) -> started Board;
+    all stopped at teardown. `factory` is the factory config written at manufacture.
     """
     import shutil
+    from tools import deploy
     from tools.sim.board import Board
     boards = []
 
-    def make(world=None, heap="100K", image=None, **kw):
+    def make(world=None, heap="100K", image=None, factory=None, **kw):
+        image = image or firmware_image
         flash = tmp_path / ("board%d.img" % len(boards))
-        shutil.copyfile(image or firmware_image, flash)
+        shutil.copyfile(image, flash)
+        if deploy.romfs_path(image).exists():
+            shutil.copyfile(deploy.romfs_path(image), deploy.romfs_path(flash))
+        if factory is not None:
+            deploy.factory_to_image(flash, factory, log=lambda line: None)
         b = Board(flash, heap=heap, world=world, **kw)
         boards.append(b)
         return b.start()

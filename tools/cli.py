@@ -39,10 +39,17 @@ def cmd_deploy(args):
     from tools import deploy
     if bool(args.image) == bool(args.port):
         raise CliError("deploy needs exactly one target: --image FILE or --port PORT")
+    factory = None
+    if args.factory:
+        with open(args.factory) as f:
+            factory = json.load(f)
     if args.image:
-        deploy.to_image(args.image, mpy=args.mpy, micropython=args.micropython)
+        deploy.to_image(args.image, mpy=args.mpy, romfs=args.romfs, micropython=args.micropython,
+                        factory=factory)
     else:
-        deploy.to_port(args.port, mpy=args.mpy)
+        if args.romfs:
+            raise CliError("--romfs over a port: use `mpremote romfs deploy` (needs a romfs partition)")
+        deploy.to_port(args.port, mpy=args.mpy, factory=factory)
 
 
 def cmd_sim(args):
@@ -63,8 +70,9 @@ def cmd_sim(args):
     out = sys.stdout.buffer
     board = Board(image, heap=args.heap, world=world, echo=lambda b: (out.write(b), out.flush()))
     board.start()
-    print("roost sim: board up; serial console on socket://127.0.0.1:%d (mpremote connect ...)"
-          % board.console.port, flush=True)
+    print("roost sim: board up; serial console on socket://127.0.0.1:%d (mpremote connect ...), "
+          "air on port %d (roost provision --transport sim --air ...)" % (board.console.port, board.air.port),
+          flush=True)
     try:
         if args.seconds:
             time.sleep(args.seconds)
@@ -75,6 +83,46 @@ def cmd_sim(args):
     finally:
         board.stop()
         print("\nroost sim: stopped", flush=True)
+
+
+def cmd_provision(args):
+    """The phone: provision a board over the simulated air, real BLE or its SoftAP."""
+    from tools.prov.client import Provisioner
+    from tools.prov.transport import BleakTransport, HttpTransport, SimBleTransport
+    missing = [o for o in ("transport", "ssid", "passphrase") if getattr(args, o) is None]
+    if missing:
+        raise CliError("provision needs " + ", ".join("--" + o for o in missing))
+    central = None
+    if args.transport == "sim":
+        if not args.air:
+            raise CliError("--transport sim needs --air PORT (the \"air\" port `roost board` prints)")
+        from tools.sim.central import RemoteCentral
+        central = RemoteCentral(args.air)
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    try:
+        if central:
+            transport = SimBleTransport(central, name=args.name)
+        elif args.transport == "ble":
+            transport = BleakTransport(args.name)
+        else:
+            transport = HttpTransport(args.host, args.port)
+        with transport:
+            if transport.kind == "ble":
+                say("BLE: connected to %s (MTU %s)" % (transport.peer, transport.mtu))
+            p = Provisioner(transport, security=args.sec, pop=args.pop, username=args.username)
+            result = p.provision(args.ssid, args.passphrase, user_id=args.user_id, secret=args.secret,
+                                 claim=args.claim, on_progress=say, timeout=args.timeout)
+    finally:
+        if central:
+            central.close()
+    say("node ID: %s" % (result.node_id or "not reported (give --user-id or --claim)"))
+
+
+def cmd_provision_qr(args):
+    from tools.prov.qr import qr_payload, qr_text
+    payload = qr_payload(args.name, args.pop, args.transport, args.username)
+    print(qr_text(payload) or "", end="")
+    print(payload)
 
 
 def parser():
@@ -101,8 +149,37 @@ def parser():
     d.add_argument("--image", help="simulated board flash image")
     d.add_argument("--port", help="serial port or socket://host:port of a board's console")
     d.add_argument("--mpy", action="store_true", help="deploy .mpy built by mpy-cross")
+    d.add_argument("--romfs", action="store_true",
+                   help="code in the ROMFS partition (runs from flash; saves heap)")
+    d.add_argument("--factory", help="factory config JSON to write (node_id, pop, prov, endpoints...)")
     d.add_argument("--micropython", help="unix port binary used to write the image")
     d.set_defaults(fn=cmd_deploy)
+
+    v = sub.add_parser("provision", help="provision a board (the phone's side: BLE, simulated air or SoftAP)")
+    v.add_argument("--transport", choices=("sim", "ble", "softap"),
+                   help="sim: a `roost board` over its air port; ble: a real board; softap: HTTP")
+    v.add_argument("--air", type=int, help="(sim) the board's air port, as `roost board` prints it")
+    v.add_argument("--name", help="(sim, ble) advertised name, e.g. PROV_a1b2c3, or (ble) address; "
+                                  "default: the first PROV_ device")
+    v.add_argument("--host", default="192.168.4.1", help="(softap) the board's address")
+    v.add_argument("--port", type=int, default=80, help="(softap) HTTP port")
+    v.add_argument("--pop", help="proof of possession (security 1; the password of security 2)")
+    v.add_argument("--sec", type=int, choices=(0, 1, 2), help="security scheme (default: what the board says)")
+    v.add_argument("--username", default="wifiprov", help="(security 2) SRP username")
+    v.add_argument("--ssid", help="Wi-Fi network name")
+    v.add_argument("--passphrase", help="Wi-Fi passphrase")
+    v.add_argument("--user-id", help="RainMaker user ID to map the node to (sent before Wi-Fi)")
+    v.add_argument("--secret", help="secret key of the user mapping (default: a random UUID4)")
+    v.add_argument("--claim", help="claim code (roost-claim endpoint)")
+    v.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for Wi-Fi (default 60)")
+    v.set_defaults(fn=cmd_provision)
+    vs = v.add_subparsers(dest="provision_cmd")
+    q = vs.add_parser("qr", help="print the provisioning QR code the phone apps scan")
+    q.add_argument("--name", required=True, help="advertised name, e.g. PROV_a1b2c3")
+    q.add_argument("--pop", help="proof of possession (left out of the code when not given)")
+    q.add_argument("--transport", choices=("ble", "softap"), default="ble")
+    q.add_argument("--username", help="(security 2) SRP username, e.g. wifiprov")
+    q.set_defaults(fn=cmd_provision_qr)
     return p
 
 

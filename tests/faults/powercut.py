@@ -39,7 +39,7 @@ def mpy_chip(image, mode, start=0, heap="100K"):
     """Start scenario_store.py on the MicroPython unix port over a flash image."""
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join([".frozen"] + [str(ROOT / p) for p in
-                                                 ("lib", "firmware", "tools/sim/chip", "tests/faults")])
+                                                 ("lib", ".", "tools/sim/chip", "tests/faults")])
     return subprocess.Popen(
         [micropython_binary(), "-X", "heapsize=" + heap, str(SCENARIO), str(image), mode, str(start)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)

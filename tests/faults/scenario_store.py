@@ -16,8 +16,8 @@
 # with lib/, firmware/ and tools/sim/chip/ on MICROPYPATH.
 import gc
 import time
-import records
-from store import Store
+from firmware import records
+from firmware.store import Store
 
 _CERT = "MIIBszCCAVmgAwIBAgIU"  # repeated to make the factory record a block-sized file
 

@@ -10,13 +10,13 @@ import pytest
 
 from tests.mpy import run_mpy
 
-PATH = ("lib", "firmware", "tools/sim/chip")
+PATH = ("lib", ".", "tools/sim/chip")
 SECRET_MARK = "S3CR3T"
 
 PRELUDE = r'''
 import vfs, os, json, log
 from flash import FileBlockDevice
-import records, store
+from firmware import records, store
 
 class CountingBD(FileBlockDevice):
     pages = 0      # write() calls of the simulated flash (one 256-byte page each)
@@ -209,7 +209,11 @@ MARK = %r
 s = store.Store(MNT)
 fac = records.defaults("factory")
 for k in records.SECRET_FIELDS["factory"]:
-    fac[k] = MARK + "-factory-" + k
+    if "." in k:                      # a field of a sub-record, e.g. prov.softap_key
+        a, b = k.split(".")
+        fac[a][b] = MARK + "-factory-" + k
+    else:
+        fac[k] = MARK + "-factory-" + k
 fac["endpoints"]["api_token"] = MARK + "-token"          # unlisted, but looks secret
 s.set_factory(fac)
 for i in range(5):
