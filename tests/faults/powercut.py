@@ -4,13 +4,12 @@ value that was being written, never a mix, garbage, or a lost acknowledged value
 
 The harness only knows the chip through `start_chip(image, mode, start)`, which
 powers up a chip on the flash image `image` and returns it as a running process
-(a `subprocess.Popen` with text stdout and stderr is enough: it needs `.stdout`,
-`.stderr`, `.send_signal()`, `.wait()`, `.returncode`) speaking the line protocol
-of tests/faults/scenario_store.py. Modes: "format" (make a fresh filesystem, print
-FORMATTED, exit), "check" (boot, print the STATE lines and READY, exit), "run"
-(boot, check, then write until the power is cut; `start` is the lowest counter to
-use). `mpy_chip` starts the bare MicroPython unix port; the simulated board can
-provide its own starter (deploy scenario_store.py, call its run()/check()).
+(a `subprocess.Popen` with text stdout and stderr) speaking the line protocol of
+tests/faults/scenario_store.py. Modes: "check" (boot, print the STATE lines and
+READY, stop) and "run" (boot, check, then write until the power is cut; `start` is
+the lowest counter to use). `board_chip` starts the simulated board's chip
+(tools/sim/chip/rom.py) on an image that `prepare_board` filled with the firmware and
+the scenario as main.py, exactly as a deploy does.
 Each cut is a SIGKILL of that process at a seeded random instant.
 
 Usage: `python -m tests.faults.powercut [CUTS] [SEED]` or through pytest
@@ -28,21 +27,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from tests.mpy import micropython_binary  # noqa: E402
 
 SCENARIO = Path(__file__).with_name("scenario_store.py")
 FACTORY = "factory"
 IMAGE_SIZE = 0x200000
 
 
-def mpy_chip(image, mode, start=0, heap="100K"):
-    """Start scenario_store.py on the MicroPython unix port over a flash image."""
-    env = dict(os.environ)
-    env["MICROPYPATH"] = ":".join([".frozen"] + [str(ROOT / p) for p in
-                                                 ("lib", ".", "tools/sim/chip", "tests/faults")])
+# main.py of the board under test: the scenario, in the mode the harness asks for.
+_MAIN = """import os
+import scenario_store
+mode, start = (os.getenv("ROOST_SCENARIO") or "check 0").split()
+if mode == "check":
+    print("READY", scenario_store.check("/")[1])
+else:
+    scenario_store.run("/", int(start))
+"""
+
+
+def prepare_board(image, staging):
+    """A new board: erased flash, then the firmware (.mpy) with the scenario as main.py,
+    written by the same deploy step as `roost deploy --image`."""
+    import shutil
+    from tools import deploy
+    Path(image).write_bytes(b"\xff" * IMAGE_SIZE)
+    shutil.copytree(deploy.build(mpy=True), staging, dirs_exist_ok=True)
+    Path(staging, "main.py").write_text(_MAIN)
+    shutil.copyfile(SCENARIO, Path(staging, "scenario_store.py"))
+    deploy.files_to_image(image, staging)
+
+
+def board_chip(image, mode, start=0, heap="100K"):
+    """Power on the simulated board's chip (tools/sim/chip/rom.py: mount the flash, boot.py,
+    main.py) on `image`, running the scenario in `mode`; a power cut is a SIGKILL of it."""
+    from tools.sim.board import CHIP, SIM_ALLOWANCE, heap_bytes, micropython_binary
+    env = dict(os.environ, ROOST_FLASH=str(image), ROOST_SCENARIO="%s %d" % (mode, start),
+               ROOST_ALLOWANCE=str(SIM_ALLOWANCE), ROOST_AIR="127.0.0.1:9", ROOST_ROMFS="")
     return subprocess.Popen(
-        [micropython_binary(), "-X", "heapsize=" + heap, str(SCENARIO), str(image), mode, str(start)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        [micropython_binary(), "-X", "heapsize=%d" % (heap_bytes(heap) + SIM_ALLOWANCE), str(CHIP / "rom.py")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 class Report:
@@ -172,15 +194,12 @@ def _finish(proc):
     return out, err
 
 
-def run_lane(image, cuts, seed, start_chip=mpy_chip, max_delay=0.08, boot_cut_rate=0.1):
-    """Cut the power `cuts` times on one flash image; return a Report."""
+def run_lane(image, cuts, seed, start_chip=board_chip, max_delay=0.08, boot_cut_rate=0.1):
+    """Cut the power `cuts` times on one board's flash image; return a Report."""
     rng = random.Random(seed)
     report = Report()
     exp = Expectation()
-    Path(image).write_bytes(b"\xff" * IMAGE_SIZE)
-    out, err = _finish(start_chip(image, "format"))
-    if "FORMATTED" not in out:
-        raise RuntimeError("format failed: %s%s" % (out, err))
+    prepare_board(image, Path(str(image) + ".staging"))
     for _ in range(cuts):
         proc = start_chip(image, "run", exp.top)
         lines = []
@@ -207,7 +226,7 @@ def run_lane(image, cuts, seed, start_chip=mpy_chip, max_delay=0.08, boot_cut_ra
     return report
 
 
-def run_powercuts(cuts, seed, workdir, lanes=2, start_chip=mpy_chip, **kw):
+def run_powercuts(cuts, seed, workdir, lanes=2, start_chip=board_chip, **kw):
     """Spread `cuts` over `lanes` images run in parallel; return the merged Report."""
     reports = [None] * lanes
     errors = []

@@ -11,9 +11,8 @@
 #   WRITE <record|reset> <n>          about to write
 #   ACK <record|reset> <n> <us>       the store call returned after <us> microseconds
 #
-# On the simulated board: `import scenario_store; scenario_store.run("/")`.
-# On the unix port:  micropython scenario_store.py IMAGE [run|check|format] [START]
-# with lib/, firmware/ and tools/sim/chip/ on MICROPYPATH.
+# It runs on the simulated board as its main.py (tests/faults/powercut.py deploys it
+# beside the firmware): `scenario_store.run("/", start)` or `scenario_store.check("/")`.
 import gc
 import time
 from firmware import records
@@ -115,39 +114,3 @@ def run(root, start=0):
             s.set(name, value(name, n))
         print("ACK", name, n, time.ticks_diff(time.ticks_us(), t))
         n += 1
-        # The simulated flash (tools/sim/chip/flash.py) allocates a 4 KB buffer
-        # per erase; collecting here keeps a fragmented heap from failing it.
-        gc.collect()
-
-
-def _mount(image, point):
-    import vfs
-    from flash import FileBlockDevice
-    bd = FileBlockDevice(image)
-    try:
-        vfs.mount(vfs.VfsLfs2(bd), point)
-    except OSError as e:
-        print("MOUNTFAIL", e)
-        raise SystemExit(3)
-
-
-def _main():
-    import sys
-    image = sys.argv[1]
-    mode = sys.argv[2] if len(sys.argv) > 2 else "run"
-    if mode == "format":
-        import vfs
-        from flash import FileBlockDevice
-        vfs.VfsLfs2.mkfs(FileBlockDevice(image))
-        print("FORMATTED")
-        return
-    _mount(image, "/flash")
-    if mode == "check":
-        _, n = check("/flash")
-        print("READY", n)
-    else:
-        run("/flash", int(sys.argv[3]) if len(sys.argv) > 3 else 0)
-
-
-if __name__ == "__main__":
-    _main()
