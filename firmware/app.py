@@ -3,7 +3,7 @@
 #   boot -> (no Wi-Fi network stored, or reprovision asked) -> provisioning window
 #        -> join the strongest known network -> online
 #
-# The BOOT button: held 3 s -> reprovision (the window opens again, networks kept);
+# The BOOT button: held 3 s -> reboot into the provisioning window (networks kept);
 # held 10 s -> factory reset (user data erased, factory config kept) and reboot.
 import asyncio
 import time
@@ -17,6 +17,7 @@ from firmware.store import Store
 VERSION = "0.1.0"
 
 _REPROVISION_MS = const(3000)
+_NOTE_REPROVISION = b"reprovision"
 _FACTORY_RESET_MS = const(10000)
 _JOIN_BACKOFF_MS = const(5000)
 _JOIN_BACKOFF_MAX_MS = const(300000)
@@ -30,7 +31,8 @@ class App:
         self.station = wifi.Station()
         self.node_id = self.store.factory.get("node_id") or board.node_id()
         self.state = "booting"
-        self.reprovision = asyncio.Event()
+        # The button (or a cloud command) asks by rebooting with this note: see button().
+        self.reprovision = board.boot_note() == _NOTE_REPROVISION
 
     async def blink(self):
         on = False
@@ -58,8 +60,11 @@ class App:
                 self.store.factory_reset()
                 board.reset()
             elif held >= _REPROVISION_MS:
-                log.info("app", "button held %d ms: reprovisioning" % held)
-                self.reprovision.set()
+                # Reboot into the window: provisioning then starts on a fresh heap, instead of
+                # re-importing its modules into one fragmented by the online phase.
+                log.info("app", "button held %d ms: rebooting to reprovision" % held)
+                board.boot_note(_NOTE_REPROVISION)
+                board.reset()
 
     async def provision(self):
         from firmware.prov.manager import Provisioning
@@ -75,12 +80,16 @@ class App:
         asyncio.create_task(self.button())
         backoff = _JOIN_BACKOFF_MS
         while True:
-            if self.reprovision.is_set() or not self.store.wifi_networks():
-                self.reprovision.clear()
-                if not await self.provision() and not self.store.wifi_networks():
-                    # Window timed out with nothing learned: wait for the button, save power.
+            if self.reprovision or not self.store.wifi_networks():
+                self.reprovision = False
+                if await self.provision() and self.station.state()[0] == wifi.CONNECTED:
+                    await self.online()      # joined during provisioning: no need to rejoin
+                elif not self.store.wifi_networks():
+                    # Window timed out with nothing learned: radio off until the button is
+                    # held again (which reboots into a new window).
                     self.state = "offline"
-                    await self.reprovision.wait()
+                    while True:
+                        await asyncio.sleep(3600)
                 continue
             self.state = "connecting"
             if await self.station.join_known(self.store.wifi_networks()):
@@ -89,17 +98,14 @@ class App:
             else:
                 self.state = "offline"
                 log.warning("app", "no known network reachable; retrying in %d s" % (backoff // 1000))
-                try:
-                    await asyncio.wait_for_ms(self.reprovision.wait(), backoff)
-                except asyncio.TimeoutError:
-                    pass
+                await asyncio.sleep_ms(backoff)
                 backoff = min(backoff * 2, _JOIN_BACKOFF_MAX_MS)
 
     async def online(self):
-        """Connected: stay until the link is lost for good or reprovisioning is asked."""
+        """Connected: stay until the link is lost."""
         self.state = "online"
         log.info("app", "online, heap free %d" % board.heap()[0])
-        while not self.reprovision.is_set():
+        while True:
             await asyncio.sleep_ms(1000)
             if not board.sta().isconnected():
                 log.warning("app", "Wi-Fi lost; rejoining")
@@ -115,6 +121,13 @@ def _unload(*prefixes):
         for p in prefixes:
             if name == p or name.startswith(p + "."):
                 del sys.modules[name]
+                # The parent package keeps its submodule as an attribute: drop that too.
+                parent, _, child = name.rpartition(".")
+                if parent in sys.modules:
+                    try:
+                        delattr(sys.modules[parent], child)
+                    except AttributeError:
+                        pass
                 break
     gc.collect()
 

@@ -105,5 +105,16 @@ def reset():
     machine.reset()
 
 
-def ticks_ms():
-    return time.ticks_ms()
+def boot_note(note=None):
+    """A word for the next boot, kept in RTC memory across a reset (lost on power-off):
+    boot_note(b"...") sets it, boot_note() returns it and clears it. Only this firmware's
+    notes ("roost:" prefix) are taken; anything else in RTC memory is left alone."""
+    rtc = machine.RTC()
+    if note is not None:
+        rtc.memory(b"roost:" + note)
+        return None
+    got = bytes(rtc.memory())
+    if not got.startswith(b"roost:"):
+        return None
+    rtc.memory(b"")
+    return got[6:]

@@ -69,6 +69,9 @@ class BleTransport:
             self._ble.gap_advertise(None)
             if self._conn is not None:
                 self._ble.gap_disconnect(self._conn)
+            # The radio's IRQ hook is the last reference to this transport (and through it to
+            # every provisioning module): drop it, or unloading them frees nothing.
+            self._ble.irq(None)
             board.ble_off()
             self._ble = None
 

@@ -85,6 +85,7 @@ def test_wrong_passphrase_then_corrected_without_a_reboot(fresh_board):
         # provision() sent prov-ctrl Reset after the failure: the board takes new credentials.
         result = p.provision("home", "right horse battery", poll=0.2)
     assert result.ip.startswith("192.168.1.")
+    board.wait_for(b"app: online")
     assert board.boots == 1
     assert stored(board, "wifi")["networks"] == [{"ssid": "home", "password": "right horse battery"}]
 
@@ -217,3 +218,71 @@ def test_firmware_in_a_romfs_partition_also_provisions(new_board, home, tmp_path
     board.wait_for(WAITING, timeout=15)
     with SimBleTransport(board) as t:
         assert Provisioner(t, pop=POP).provision("home", "right horse battery", poll=0.2).ip
+
+
+def test_board_rejoins_the_strongest_known_network_at_boot(fresh_board, home):
+    board = fresh_board(factory("ble"))
+    with SimBleTransport(board) as t:
+        Provisioner(t, pop=POP).provision("home", "right horse battery", poll=0.2)
+    board.wait_for(b"app: online")
+    # The user moves the board: holding BOOT for 3 s reopens provisioning, networks kept.
+    office = home.add_ap("office", "open sesame 42", rssi=-70)
+    mark = board.mark()
+    home.button_pressed = True
+    time.sleep(3.4)
+    home.button_pressed = False
+    board.wait_for(WAITING, since=mark)
+    with SimBleTransport(board) as t:
+        Provisioner(t, pop=POP).provision("office", "open sesame 42", poll=0.2)
+    board.wait_for(b"app: online", since=mark)
+    # Both networks are known; after a power cut the stronger one wins ...
+    office.rssi = -40
+    mark = board.mark()
+    board.power_cut()
+    board.wait_for(b"connected to 'office'", since=mark, timeout=15)
+    # ... and when it is gone, the board falls back to the other.
+    office.up = False
+    mark = board.mark()
+    board.power_cut()
+    board.wait_for(b"connected to 'home'", since=mark, timeout=15)
+
+
+def test_provisioning_window_times_out_and_stops_advertising(fresh_board):
+    f = factory("ble")
+    f["prov"]["timeout_s"] = 2
+    board = fresh_board(f)
+    board.wait_for(b"provisioning window timed out", timeout=10)
+    assert board.ble.scan(timeout=0.5, name_prefix="PROV_") == []
+
+
+def test_roost_provision_cli_reaches_a_board_in_another_process(tmp_path, firmware_image, home):
+    """`roost board` in one process, `roost provision --transport sim --air PORT` in another."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from tools import deploy
+    flash = tmp_path / "b.img"
+    shutil.copyfile(firmware_image, flash)
+    deploy.factory_to_image(flash, factory("ble"), log=lambda line: None)
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps({"aps": [{"ssid": "home", "password": "right horse battery"}],
+                                 "connect_time": 0.2}))
+    board = subprocess.Popen([sys.executable, "-m", "tools", "board", "--flash", str(flash),
+                              "--world", str(world), "--mac", "240ac4123456"], stdout=subprocess.PIPE, text=True)
+    try:
+        air = json.loads(board.stdout.readline())["air"]
+        time.sleep(0.5)                                   # let it boot to advertising
+        r = subprocess.run([sys.executable, "-m", "tools", "provision", "--transport", "sim", "--air", str(air),
+                            "--pop", POP, "--ssid", "home", "--passphrase", "right horse battery",
+                            "--user-id", "u-1"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "node ID: 240AC4123456" in r.stdout
+        assert "Wi-Fi: connected" in r.stdout
+        bad = subprocess.run([sys.executable, "-m", "tools", "provision", "--transport", "sim", "--air", str(air),
+                              "--pop", "wrong", "--ssid", "x", "--passphrase", "y"],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1 and bad.stderr.count("\n") == 1    # one clear line
+    finally:
+        board.terminate()
+        board.wait(10)
