@@ -4,6 +4,7 @@
 # grace so that answer can leave), once the device has been connected for a while
 # without the client asking, or at the timeout.
 import asyncio
+import gc
 import json
 import time
 
@@ -106,12 +107,17 @@ class Provisioning:
         deadline = time.ticks_add(time.ticks_ms(), self.prov["timeout_s"] * 1000)
         connected_at = None
         ep = self.endpoints
+        # Lowest free heap after a collection, sampled each tick: what the window really holds.
+        gc.collect()
+        low = gc.mem_free()
         try:
             while time.ticks_diff(deadline, time.ticks_ms()) > 0:
                 await asyncio.sleep_ms(_TICK_MS)
+                gc.collect()
+                low = min(low, gc.mem_free())
                 if ep.reported_connected:
                     await asyncio.sleep_ms(_GRACE_MS)
-                    log.info("prov", "provisioning done")
+                    log.info("prov", "provisioning done; lowest free heap %d" % low)
                     return True
                 if ep.applied and self.station.state()[0] == wifi.CONNECTED:
                     if connected_at is None:

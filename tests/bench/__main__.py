@@ -12,8 +12,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
-HOST = ("boot",)
-LINE = re.compile(r"^(.+?):\s+([-\d.]+)\s*(\S*)\s*$")
+HOST = ("boot", "provisioning")
+LINE = re.compile(r"^(.+?):?\s+([-\d.]+)\s*(\S*)\s*$")   # "name: value unit" or "name value"
 
 
 def chip_bench(path, rows):
