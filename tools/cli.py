@@ -13,6 +13,9 @@ class CliError(Exception):
     pass
 
 
+SIM_POP = "abcd1234"   # the demo board's proof of possession (printed on its label, so to speak)
+
+
 def cmd_board(args):
     from tools.sim.board import Board
     from tools.sim.world import World
@@ -53,10 +56,12 @@ def cmd_deploy(args):
 
 
 def cmd_sim(args):
-    """The product demo: a freshly deployed simulated board, its console shown live."""
+    """The product demo: a board out of the box, provisioned by the simulated phone over BLE."""
     import time
     from pathlib import Path
     from tools import deploy
+    from tools.prov.client import Provisioner
+    from tools.prov.transport import SimBleTransport
     from tools.sim.board import Board
     from tools.sim.world import AccessPoint, World
     d = Path(args.dir)
@@ -64,25 +69,47 @@ def cmd_sim(args):
     image = d / "board.img"
     if image.exists():
         image.unlink()  # a board fresh out of the box, every time
-    print("roost sim: deploying the firmware (.mpy) to a new simulated board", flush=True)
-    deploy.to_image(image, mpy=True, log=lambda line: print("roost sim: " + line, flush=True))
-    world = World(aps=[AccessPoint("roost-lab", "correct horse", rssi=-48)])
+    say = lambda line: print("roost sim: " + line, flush=True)  # noqa: E731
+    say("deploying the firmware (.mpy) and its factory config (PoP %s) to a new board" % SIM_POP)
+    deploy.to_image(image, mpy=True, factory={"pop": SIM_POP}, log=say)
+    world = World(aps=[AccessPoint("roost-lab", "correct horse", rssi=-48),
+                       AccessPoint("neighbours", "not yours", rssi=-77)])
     out = sys.stdout.buffer
-    board = Board(image, heap=args.heap, world=world, echo=lambda b: (out.write(b), out.flush()))
+
+    pending = bytearray()
+
+    def console(data):              # the UART arrives in chunks: show whole lines
+        pending.extend(data.replace(b"\r", b""))
+        *lines, rest = bytes(pending).split(b"\n")
+        pending[:] = rest
+        out.write(b"".join(b"  | " + line + b"\n" for line in lines if line))
+        out.flush()
+    board = Board(image, heap=args.heap, world=world, echo=console)
     board.start()
-    print("roost sim: board up; serial console on socket://127.0.0.1:%d (mpremote connect ...), "
-          "air on port %d (roost provision --transport sim --air ...)" % (board.console.port, board.air.port),
-          flush=True)
+    say("board up; its serial console is shown with '  |', and is on socket://127.0.0.1:%d "
+        "(mpremote connect ...); air on port %d" % (board.console.port, board.air.port))
     try:
+        board.wait_for(b"provisioning open", timeout=20)
+        say("the phone scans for PROV_ devices and provisions the board (security 1)")
+        with SimBleTransport(board) as t:
+            p = Provisioner(t, pop=SIM_POP, on_progress=lambda line: say("phone: " + line))
+            p.establish_session()
+            nets = ", ".join("%s (%d dBm)" % (e.ssid, e.rssi) for e in p.scan_wifi())
+            say("phone: Wi-Fi networks the board sees: " + nets)
+            result = p.provision("roost-lab", "correct horse", user_id="demo-user",
+                                 on_progress=lambda line: say("phone: " + line), poll=0.5)
+        say("provisioned: node %s on Wi-Fi with IP %s" % (result.node_id, result.ip))
+        board.wait_for(b"app: online", timeout=20)
         if args.seconds:
             time.sleep(args.seconds)
         else:
+            say("running; Ctrl-C to stop")
             threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
         board.stop()
-        print("\nroost sim: stopped", flush=True)
+        say("stopped")
 
 
 def cmd_provision(args):
