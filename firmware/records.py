@@ -75,6 +75,11 @@ def defaults(name):
 
 def normalize(name, d):
     """Enforce record invariants on a (defaults-filled) dict before it is stored."""
+    if name == FACTORY and type(d.get("prov")) is dict:
+        # A factory file may give only some provisioning settings: the rest keep defaults.
+        prov = defaults(FACTORY)["prov"]
+        prov.update(d["prov"])
+        d["prov"] = prov
     if name == "wifi":
         nets = d["networks"]
         if type(nets) is not list:

@@ -46,6 +46,13 @@ def cmd_deploy(args):
     if args.factory:
         with open(args.factory) as f:
             factory = json.load(f)
+    if args.sec2_password:
+        # Security 2: only the SRP salt and verifier go to the board, never the password.
+        from tools.prov.factory import sec2_factory
+        factory = factory or {}
+        prov = factory.setdefault("prov", {})
+        prov["sec"] = 2
+        prov.update(sec2_factory(args.sec2_password))
     if args.image:
         deploy.to_image(args.image, mpy=args.mpy, romfs=args.romfs, micropython=args.micropython,
                         factory=factory)
@@ -179,6 +186,8 @@ def parser():
     d.add_argument("--romfs", action="store_true",
                    help="code in the ROMFS partition (runs from flash; saves heap)")
     d.add_argument("--factory", help="factory config JSON to write (node_id, pop, prov, endpoints...)")
+    d.add_argument("--sec2-password", metavar="PW",
+                   help="security 2: store the SRP salt and verifier of this password (not the password)")
     d.add_argument("--micropython", help="unix port binary used to write the image")
     d.set_defaults(fn=cmd_deploy)
 

@@ -10,7 +10,7 @@ from micropython import const
 
 import log
 from firmware import board
-from firmware.prov.security import ProvError
+from firmware.prov.errors import ProvError
 
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)

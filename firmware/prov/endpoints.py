@@ -7,7 +7,7 @@ from micropython import const
 import log
 from firmware import wifi
 from firmware.prov import messages as m
-from firmware.prov.security import ProvError
+from firmware.prov.errors import ProvError
 
 _MAX_SCAN = const(16)       # IDF keeps at most 16 scan results
 _MAX_ID = const(128)

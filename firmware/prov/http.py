@@ -11,7 +11,7 @@ from micropython import const
 
 import log
 from firmware.prov.protocomm import VERSION
-from firmware.prov.security import ProvError
+from firmware.prov.errors import ProvError
 
 _PORT = const(80)
 _MAX_BODY = const(4096)

@@ -8,7 +8,7 @@ import time
 
 from micropython import const
 
-from firmware.prov.security import AuthFailed, ProvError
+from firmware.prov.errors import AuthFailed, ProvError
 
 SESSION = "prov-session"
 VERSION = "proto-ver"

@@ -10,14 +10,9 @@ import protobuf as pb
 import x25519
 from aes import CTR
 from firmware.prov import messages as m
+from firmware.prov.errors import AuthFailed, ProvError
 
 
-class ProvError(Exception):
-    """A request the device refuses: the transport reports it as a failed request."""
-
-
-class AuthFailed(ProvError):
-    """The client failed the proof of possession (wrong PoP or password)."""
 
 
 class Sec0:
