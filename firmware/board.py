@@ -2,7 +2,6 @@
 # bluetooth and esp32, so the rest of the firmware reads as application logic and
 # the pin map of a board lives in one place.
 import gc
-import time
 
 import bluetooth
 import machine

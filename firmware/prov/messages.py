@@ -4,6 +4,7 @@
 from micropython import const
 
 import protobuf as pb
+from firmware.prov.errors import ProvError
 
 # constants.proto Status
 SUCCESS = const(0)
@@ -35,6 +36,16 @@ def session_in(buf):
         if f in d:
             return d.get(2, 0), f, d[f]
     raise ValueError("no security payload")
+
+
+def scheme_in(buf, sec_ver, payload_field):
+    """A handshake message of one scheme -> (msg type, its payload fields); ProvError if the
+    SessionData is for another scheme."""
+    ver, field, payload = session_in(buf)
+    if ver != sec_ver or field != payload_field:
+        raise ProvError("security scheme mismatch")
+    d = pb.decode(payload)
+    return d.get(1, 0), d
 
 
 def session_out(sec_ver, payload_field, payload):

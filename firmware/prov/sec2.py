@@ -39,11 +39,7 @@ class Sec2:
         self._ctr = 0
 
     def handshake(self, data):
-        ver, field, payload = m.session_in(data)
-        if ver != 2 or field != 12:
-            raise ProvError("security scheme mismatch")
-        d = pb.decode(payload)
-        msg = d.get(1, 0)
+        msg, d = m.scheme_in(data, 2, 12)
         if msg == 0:
             # S2Session_Command0 (also mid-session: it restarts the handshake).
             return self._command0(pb.decode(d.get(20) or b""))

@@ -22,11 +22,8 @@ class Sec0:
         self.ready = False
 
     def handshake(self, data):
-        ver, field, payload = m.session_in(data)
-        if ver != 0 or field != 10:
-            raise ProvError("security scheme mismatch")
-        d = pb.decode(payload)
-        if d.get(1, 0) != 0 or 20 not in d:
+        msg, d = m.scheme_in(data, 0, 10)
+        if msg != 0 or 20 not in d:
             raise ProvError("expected S0 session command")
         self.ready = True
         # SessionData{sec0{msg=S0_Session_Response, sr{status=Success}}} = 52 05 08 01 aa 01 00
@@ -60,11 +57,7 @@ class Sec1:
         self._ctr = None
 
     def handshake(self, data):
-        ver, field, payload = m.session_in(data)
-        if ver != 1 or field != 11:
-            raise ProvError("security scheme mismatch")
-        d = pb.decode(payload)
-        msg = d.get(1, 0)
+        msg, d = m.scheme_in(data, 1, 11)
         if msg == 0:
             # Session_Command0 (also mid-session: it restarts the handshake).
             return self._command0(pb.decode(d.get(20) or b"").get(1, b""))

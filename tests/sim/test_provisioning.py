@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from tools.console import Console
 from tools.prov.client import Provisioner, WifiFailed
 from tools.prov import ProvError
-from tools.prov.transport import HttpTransport, SimBleTransport
+from tools.prov.transport import SimBleTransport
 from tools.sim.world import AccessPoint, World
+
+from tests.sim.phone import softap, stored
 
 POP = "abcd1234"
 
@@ -39,18 +40,6 @@ def fresh_board(new_board, home):
         board.wait_for(WAITING, timeout=15)
         return board
     return make
-
-
-def softap(board):
-    deadline = time.monotonic() + 10
-    while board.softap_port is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return HttpTransport("127.0.0.1", board.softap_port)
-
-
-def stored(board, record):
-    with Console("socket://127.0.0.1:%d" % board.console.port) as c:
-        return c.eval("__import__('firmware.store').store.Store().get(%r)" % record)
 
 
 @pytest.mark.parametrize("transport", ["ble", "softap"])

@@ -3,15 +3,16 @@ factory config holds only the SRP salt and verifier made by tools/prov/factory.p
 phone side (tools/prov) proves the password and provisions over BLE and SoftAP (R6, R7)."""
 import os
 import re
-import time
 
 import pytest
 
 from tools.prov import ProvError
 from tools.prov.client import Provisioner
 from tools.prov.factory import sec2_factory
-from tools.prov.transport import HttpTransport, SimBleTransport
+from tools.prov.transport import SimBleTransport
 from tools.sim.world import AccessPoint, World
+
+from tests.sim.phone import softap
 
 PASSWORD = "abcd1234"
 SRP = sec2_factory(PASSWORD)          # a fresh salt per test run, as at manufacture
@@ -40,13 +41,6 @@ def fresh_board(new_board, home):
         board.wait_for(WAITING, timeout=15)
         return board
     return make
-
-
-def softap(board):
-    deadline = time.monotonic() + 10
-    while board.softap_port is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return HttpTransport("127.0.0.1", board.softap_port)
 
 
 def transport(board, kind):
