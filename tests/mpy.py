@@ -1,25 +1,10 @@
 """Run code under the MicroPython unix port from pytest (the chip the firmware really runs on)."""
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from tools.sim.board import micropython_binary
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def micropython_binary():
-    """The unix port: $ROOST_MICROPYTHON, else the one beside this Python, else PATH."""
-    env = os.environ.get("ROOST_MICROPYTHON")
-    if env:
-        return env
-    beside = Path(sys.executable).with_name("micropython")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("micropython")
-    if not found:
-        raise RuntimeError("no micropython binary: run `make setup` or set ROOST_MICROPYTHON")
-    return found
 
 
 def run_mpy(code, heap="100K", path=("lib", "firmware"), timeout=60, check=True):

@@ -9,6 +9,15 @@ import socket
 import threading
 
 
+def listen_local(port=0, backlog=16):
+    """A TCP listener on the loopback (port 0: any free one)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(backlog)
+    return sock
+
+
 def close_listener(sock):
     """Close a listening socket so that the thread blocked in accept() wakes up (close alone
     does not wake it on Linux) and ends."""
@@ -23,10 +32,7 @@ class AirServer:
     def __init__(self, handler, attach):
         self.handler = handler      # fn(msg: dict) -> reply dict
         self.attach = attach        # fn(channel, sock, rfile)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock = listen_local()
         self.port = self.sock.getsockname()[1]
         self.closed = False
         threading.Thread(target=self._accept, daemon=True, name="air-accept").start()

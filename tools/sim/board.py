@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from .air import AirServer, close_listener
+from .air import AirServer, close_listener, listen_local
 from .ble import BleRadio
 from .central import serve_central
 from .proxy import Proxy
@@ -443,10 +443,7 @@ class _ConsoleServer:
 
     def __init__(self, board, port=0):
         self.board = board
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(4)
+        self.sock = listen_local(port, 4)
         self.port = self.sock.getsockname()[1]
         self.client = None
         self.lock = threading.Lock()

@@ -7,7 +7,7 @@ import socket
 import struct
 import threading
 
-from .air import close_listener
+from .air import close_listener, listen_local
 
 
 def _reset(sock):
@@ -22,10 +22,7 @@ class Proxy:
     def __init__(self, target, link_up):
         self.target = target          # (host, port) of the real service
         self.link_up = link_up        # fn() -> bool: is the board on Wi-Fi now?
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock = listen_local()
         self.port = self.sock.getsockname()[1]
         self.live = set()
         self.lock = threading.Lock()
