@@ -22,6 +22,11 @@ _STANDARD = (("prov-ctrl", 0xFF4F), ("prov-scan", 0xFF50), (SESSION, 0xFF51),
 _FREE_TRIES = const(5)
 _LOCK_S = const(30)
 _LOCK_MAX_S = const(600)
+# Handshake messages cost real CPU (a security-2 Command0 takes seconds on an ESP32), so
+# prov-session requests draw from a bucket of _BURST tokens refilled one per _REFILL_MS,
+# whoever sends them: a flood cannot keep the chip busy. A handshake takes two.
+_BURST = const(10)
+_REFILL_MS = const(6000)
 
 
 class Protocomm:
@@ -32,6 +37,8 @@ class Protocomm:
         self._current = None
         self.failures = 0
         self._locked_until = 0
+        self._tokens = _BURST
+        self._refilled = time.ticks_ms()
 
     def endpoints(self):
         """[(name, ble_id)] for the transports: the standard five, then the custom ones."""
@@ -53,6 +60,19 @@ class Protocomm:
         if self.failures >= _FREE_TRIES:
             lock = min(_LOCK_S << (self.failures - _FREE_TRIES), _LOCK_MAX_S)
             self._locked_until = time.ticks_add(time.ticks_ms(), lock * 1000)
+
+    def _take_token(self):
+        now = time.ticks_ms()
+        earned = time.ticks_diff(now, self._refilled) // _REFILL_MS
+        if earned:
+            self._tokens = min(_BURST, self._tokens + earned)
+            self._refilled = time.ticks_add(self._refilled, earned * _REFILL_MS)
+        if self._tokens == 0:
+            return False
+        if self._tokens == _BURST:
+            self._refilled = now     # a full bucket earns nothing while it waits
+        self._tokens -= 1
+        return True
 
     def locked(self):
         return self.failures >= _FREE_TRIES and time.ticks_diff(self._locked_until, time.ticks_ms()) > 0
@@ -80,6 +100,8 @@ class Session:
         if endpoint == SESSION:
             if pc.locked():
                 raise ProvError("too many failed attempts; try again later")
+            if not pc._take_token():
+                raise ProvError("too many handshake messages; try again later")
             try:
                 out = self.security.handshake(data)
             except AuthFailed:

@@ -79,8 +79,10 @@ print("BAD", bad[:5])
 print("WRITES", store.writes, "APPLIED", applied)
 print("COUNTS", refused, answered)
 
-# ... and a real client still gets through on a fresh session.
+# ... and a real client still gets through on a fresh session (once the flood's lockout and
+# rate limit have passed).
 pc.failures = 0
+pc._tokens = 10
 s = pc.open_session()
 cpriv = os.urandom(32)
 cpub = x25519.public_key(cpriv)
@@ -126,3 +128,33 @@ def test_random_frames_are_refused_cleanly_and_the_device_keeps_serving():
     assert lines["NODE"] == "True"
     assert lines["BAD2"] == "[]", out
     assert int(lines["HANDLED"]) > 500           # the handlers really saw the mangled requests
+
+
+RATE = r"""
+import sys, time
+from firmware.prov.errors import ProvError
+from firmware.prov.protocomm import Protocomm
+from firmware.prov.security import Sec0
+pc = Protocomm(Sec0, b"{}", {})
+HELLO = bytes.fromhex("5203a20100")
+ok = refused = 0
+for i in range(14):
+    try:
+        pc.open_session().handle("prov-session", HELLO)
+        ok += 1
+    except ProvError as e:
+        refused += 1
+print("BURST", ok, refused)
+pc._refilled = time.ticks_add(pc._refilled, -6000)     # six seconds later: one more token
+try:
+    pc.open_session().handle("prov-session", HELLO)
+    print("AFTER", "ok")
+except ProvError:
+    print("AFTER", "refused")
+"""
+
+
+def test_handshake_messages_are_rate_limited():
+    """A flood of handshakes (each costs seconds of CPU with security 2 on a chip) is cut off."""
+    out = run_mpy(RATE, path=("lib", "."))
+    assert "BURST 10 4" in out and "AFTER ok" in out, out
