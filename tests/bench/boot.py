@@ -8,7 +8,7 @@ from pathlib import Path
 from tools import deploy
 from tools.sim.board import Board
 
-BANNER = re.compile(rb"heap free (\d+) alloc (\d+)")
+BANNER = re.compile(rb"heap free (\d+) alloc (\d+) reset")
 SIM_BASELINE = "import _air, gc; gc.collect(); print(_air.BASELINE)"
 
 

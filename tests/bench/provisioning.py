@@ -12,8 +12,8 @@ from tools.sim.board import Board
 from tools.sim.world import AccessPoint, World
 
 FACTORY = {"pop": "abcd1234"}
-LOW = re.compile(rb"lowest free heap (\d+)")
-ONLINE = re.compile(rb"online, heap free (\d+)")
+LOW = re.compile(rb"lowest free heap (\d+)\r\n")
+ONLINE = re.compile(rb"online, heap free (\d+)\r\n")
 
 
 def run(rows, runs=5):

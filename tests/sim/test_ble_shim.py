@@ -394,7 +394,7 @@ asyncio.run(main())
 
 def test_append_mode_accumulates_until_gatts_read(board):
     b = board(main=APPEND)
-    acc, ctl = map(int, b.wait_for(re.compile(rb"handles (\d+) (\d+)")).groups())
+    acc, ctl = map(int, b.wait_for(re.compile(rb"handles (\d+) (\d+)\r\n")).groups())
     b.wait_for("ready")
     (adv,) = b.ble.scan(timeout=2)
     assert adv.service_uuids == [normalize_uuid(0x180F)] and adv.name is None
