@@ -1,7 +1,8 @@
 """make bench: every benchmark, one table.
 
 Host-driven benchmarks are modules here with run(rows); chip benchmarks are bench_*.py files
-run under the MicroPython unix port (the simulated chip), printing "name: value unit" lines.
+run by path under the MicroPython unix port (the simulated chip), printing "name: value unit"
+lines; each finds lib/ from its own __file__.
 """
 import importlib
 import re
@@ -18,8 +19,7 @@ LINE = re.compile(r"^(.+?):?\s+([-\d.]+)\s*(\S*)\s*$")   # "name: value unit" or
 
 def chip_bench(path, rows):
     from tools.sim.board import micropython_binary
-    prelude = "import sys\nsys.path[:0] = [%r]\n" % str(ROOT / "lib")
-    r = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", prelude + path.read_text()],
+    r = subprocess.run([micropython_binary(), "-X", "heapsize=4M", str(path)],
                        capture_output=True, text=True, cwd=ROOT, timeout=600)
     if r.returncode:
         rows.append(("%s FAILED" % path.name, r.stderr.strip().splitlines()[-1] if r.stderr else "?", ""))

@@ -8,13 +8,10 @@ Prints milliseconds: one X25519 scalar multiplication, and per KiB for CTR, GCM 
 """
 import sys
 
-try:
-    _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-except NameError:
-    _here = "."
-_root = _here + "/../.."
+# Run by path (make bench does: micropython tests/bench/bench_x.py), so __file__ locates the
+# repository whatever the working directory.
+_root = ("/".join(__file__.split("/")[:-1]) or ".") + "/../.."
 sys.path.insert(0, _root + "/lib")
-sys.path.append("lib")  # fallback when __file__ is unusable; run from the repository root
 
 try:
     import cryptolib  # noqa: F401

@@ -2,9 +2,13 @@
 # simulated chip): Session_Command0 (X25519 key pair + shared secret) and Session_Command1
 # (CTR verify), as firmware/prov/security.py does them for a phone.
 import sys
-import time
 
-sys.path.insert(0, ".")
+# Run by path (make bench does: micropython tests/bench/bench_x.py), so __file__ locates the
+# repository whatever the working directory.
+_root = ("/".join(__file__.split("/")[:-1]) or ".") + "/../.."
+sys.path[:0] = [_root + "/lib", _root]
+
+import time  # noqa: E402
 import protobuf as pb  # noqa: E402
 import x25519  # noqa: E402
 from aes import CTR  # noqa: E402

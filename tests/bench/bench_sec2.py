@@ -17,14 +17,9 @@ figure to compare (about 20 KB above the baseline for .mpy on the 64-bit unix po
 """
 import sys
 
-try:
-    _f = __file__
-except NameError:
-    _f = ""
-if _f.endswith(".py"):
-    _root = (_f.rsplit("/", 1)[0] if "/" in _f else ".") + "/../.."
-else:
-    _root = "."  # run as -c text by tests/bench/__main__.py, from the repository root
+# Run by path (make bench does: micropython tests/bench/bench_x.py), so __file__ locates the
+# repository whatever the working directory.
+_root = ("/".join(__file__.split("/")[:-1]) or ".") + "/../.."
 sys.path[:0] = [_root + "/lib", _root]
 
 import gc

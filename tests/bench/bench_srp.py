@@ -5,18 +5,13 @@
 
 Prints the best of several runs in ms. The handshake is Server() + challenge() + verify() with
 the inputs of vectors/esp_prov_sec2.json (fixed b), the device's whole share of the work.
-Also run by `make bench`. Not a pytest test (tests/bench is excluded from collection).
+Also run by `make bench`. Not a pytest test (pytest collects only test_*.py).
 """
 import sys
 
-try:
-    _f = __file__
-except NameError:
-    _f = ""
-if _f.endswith(".py"):
-    _root = (_f.rsplit("/", 1)[0] if "/" in _f else ".") + "/../.."
-else:
-    _root = "."  # run as -c text by `make bench` (tests/bench/__main__.py), from the repo root
+# Run by path (make bench does: micropython tests/bench/bench_x.py), so __file__ locates the
+# repository whatever the working directory.
+_root = ("/".join(__file__.split("/")[:-1]) or ".") + "/../.."
 sys.path.insert(0, _root + "/lib")
 
 import json
