@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from tools import deploy
-from tools.sim.board import Board
 
 ROOT = Path(__file__).resolve().parents[2]
 BANNER = re.compile(rb"roost: roost \S+ node [0-9A-F]{12}")
@@ -18,40 +17,33 @@ def test_package_json_lists_exactly_the_device_files():
         "package.json is stale: run python -c 'from tools.deploy import write_package_json; write_package_json()'"
 
 
-def test_a_blank_board_formats_its_flash_and_waits_at_the_repl(tmp_path):
-    board = Board(tmp_path / "blank.img").start()
-    try:
-        board.wait_for(b"Performing initial setup")
-        board.wait_for(b">>> ")
-    finally:
-        board.stop()
+def console_url(board):
+    return "socket://127.0.0.1:%d" % board.console.port
 
 
-def test_deploy_over_the_console_copies_only_changes_then_resets(tmp_path):
-    board = Board(tmp_path / "blank.img").start()
-    try:
-        board.wait_for(b">>> ")
-        url = "socket://127.0.0.1:%d" % board.console.port
-        changed = deploy.to_port(url, mpy=True, log=lambda line: None)
-        assert "main.py" in changed and "firmware/app.mpy" in changed
-        board.wait_for(BANNER, timeout=15)
-        assert deploy.to_port(url, mpy=True, log=lambda line: None) == []   # nothing changed
-    finally:
-        board.stop()
+def test_a_blank_board_formats_its_flash_and_waits_at_the_repl(board):
+    b = board()                                  # nothing on the flash: erased, as from the factory
+    b.wait_for(b"Performing initial setup")
+    b.wait_for(b">>> ")
 
 
-def test_mip_installs_the_package_json_onto_a_board(tmp_path):
-    board = Board(tmp_path / "blank.img").start()
-    try:
-        board.wait_for(b">>> ")
-        url = "socket://127.0.0.1:%d" % board.console.port
-        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", url, "resume", "mip", "install",
-                            "--target=", str(ROOT / "package.json"), "+", "reset"],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stdout + r.stderr
-        board.wait_for(BANNER, timeout=15)
-    finally:
-        board.stop()
+def test_deploy_over_the_console_copies_only_changes_then_resets(board):
+    b = board()
+    b.wait_for(b">>> ")
+    changed = deploy.to_port(console_url(b), mpy=True, log=lambda line: None)
+    assert "main.py" in changed and "firmware/app.mpy" in changed
+    b.wait_for(BANNER, timeout=15)
+    assert deploy.to_port(console_url(b), mpy=True, log=lambda line: None) == []   # nothing changed
+
+
+def test_mip_installs_the_package_json_onto_a_board(board):
+    b = board()
+    b.wait_for(b">>> ")
+    r = subprocess.run([sys.executable, "-m", "mpremote", "connect", console_url(b), "resume", "mip", "install",
+                        "--target=", str(ROOT / "package.json"), "+", "reset"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    b.wait_for(BANNER, timeout=15)
 
 
 def test_roost_board_prints_its_ports_as_one_json_line(tmp_path, firmware_image):
