@@ -14,6 +14,10 @@ Device:
 Generations: `fields` = "thing" (Mainflux >= 2023-07, default), "mainflux" (2019-2023) or "client"
 (Magistrala v0.20 names); `accept_raw_key=True` also accepts the 2019 raw header (no scheme).
 The state of a config is never checked when bootstrapping (Mainflux doesn't either).
+
+Sharing: pass `router=` to add the routes to another service's Router (then this service runs no
+HTTP server of its own); `on_change(thing_id, config_or_None)` is called after every create, state
+change and removal (None = removed), whether through HTTP or the Python methods.
 """
 import binascii
 import json
@@ -131,7 +135,8 @@ def _normalize_channels(raw):
 class BootstrapService:
     def __init__(self, db, port=0, token="roost-admin-token", encrypt_key=DEFAULT_ENCRYPT_KEY,
                  fields="thing", key_prefix="Thing ", accept_raw_key=False,
-                 secure_content_type="application/json", iv_source=None, host="127.0.0.1"):
+                 secure_content_type="application/json", iv_source=None, host="127.0.0.1",
+                 router=None, on_change=None):
         if fields not in FIELD_NAMES:
             raise ValueError(f"fields must be one of {sorted(FIELD_NAMES)}")
         self.db = db
@@ -142,17 +147,20 @@ class BootstrapService:
         self.accept_raw_key = accept_raw_key
         self.secure_content_type = secure_content_type
         self.iv_source = iv_source or (lambda: os.urandom(BLOCK))
-        self.router = Router()
+        self.on_change = on_change
+        self.router = router or Router()
         self.register(self.router)
-        self.http = HTTPService(self.router, port=port, host=host)
+        self.http = None if router else HTTPService(self.router, port=port, host=host)
 
     # lifecycle
     def start(self):
-        self.http.start()
+        if self.http:
+            self.http.start()
         return self
 
     def stop(self):
-        self.http.stop()
+        if self.http:
+            self.http.stop()
 
     def __enter__(self):
         return self.start()
@@ -162,11 +170,36 @@ class BootstrapService:
 
     @property
     def port(self):
-        return self.http.port
+        return self.http.port if self.http else None
 
     @property
     def url(self):
-        return self.http.url
+        return self.http.url if self.http else None
+
+    # --- Python API (the HTTP handlers use it too): every change is announced to on_change ---
+
+    def _notify(self, thing_id):
+        if self.on_change:
+            self.on_change(thing_id, self.db.get_config(thing_id))
+
+    def add(self, cfg):
+        """Store a new config (see Database.add_config); raises db.Conflict. Returns its thing_id."""
+        thing_id = self.db.add_config(cfg)
+        self._notify(thing_id)
+        return thing_id
+
+    def set_state(self, thing_id, state):
+        """False if there is no such config."""
+        if not self.db.set_config_state(thing_id, state):
+            return False
+        self._notify(thing_id)
+        return True
+
+    def remove(self, thing_id):
+        removed = self.db.remove_config(thing_id)
+        if removed and self.on_change:
+            self.on_change(thing_id, None)
+        return removed
 
     def register(self, r):
         r.add("POST", "/things/configs", self.create_config)
@@ -216,7 +249,7 @@ class BootstrapService:
         cfg["thing_id"] = cfg["thing_id"] or str(uuid.uuid4())
         cfg["thing_key"] = cfg["thing_key"] or secrets.token_hex(16)
         try:
-            self.db.add_config(cfg)
+            self.add(cfg)
         except dbmod.Conflict:
             return error(409, "entity already exists")
         return Response(201, b"", headers={"Location": f"/things/configs/{cfg['thing_id']}"})
@@ -253,14 +286,14 @@ class BootstrapService:
         state = body.get("state")
         if isinstance(state, bool) or state not in (dbmod.INACTIVE, dbmod.ACTIVE):
             return error(400, "invalid state")
-        if not self.db.set_config_state(req.params["id"], state):
+        if not self.set_state(req.params["id"], state):
             return error(404, "entity not found")
         return Response(200, b"", "application/json")
 
     def remove_config(self, req):
         if not self._authorized(req):
             return error(401, "missing or invalid credentials provided")
-        self.db.remove_config(req.params["id"])   # Mainflux answers 204 whether or not it existed
+        self.remove(req.params["id"])   # Mainflux answers 204 whether or not it existed
         return Response(204)
 
     # --- device side ---
