@@ -102,14 +102,24 @@ class App:
                 backoff = min(backoff * 2, _JOIN_BACKOFF_MAX_MS)
 
     async def online(self):
-        """Connected: stay until the link is lost."""
+        """Connected: run the cloud phase until the link is lost."""
         self.state = "online"
         log.info("app", "online, heap free %d" % board.heap()[0])
-        while True:
-            await asyncio.sleep_ms(1000)
-            if not board.sta().isconnected():
-                log.warning("app", "Wi-Fi lost; rejoining")
-                return
+        cloud = None
+        if self.store.factory["endpoints"]["bootstrap"]:
+            from firmware.cloud.manager import Cloud
+            cloud = asyncio.create_task(Cloud(self.store, self.node_id).run())
+        else:
+            log.info("app", "no cloud in the factory config: staying local")
+        try:
+            while True:
+                await asyncio.sleep_ms(1000)
+                if not board.sta().isconnected():
+                    log.warning("app", "Wi-Fi lost; rejoining")
+                    return
+        finally:
+            if cloud is not None:
+                cloud.cancel()      # its sockets are dead anyway; it closes them on the way out
 
 
 def _unload(*prefixes):

@@ -16,9 +16,14 @@ FACTORY = "factory"
 # objects beyond one string per record.
 _SCHEMA = {
     # Written once at manufacturing; kept by a factory reset.
+    # Cloud: the bootstrap base URL, external ID (defaults to the node ID) and key, whether
+    # to use the encrypted variant (with bootstrap_enc_key, the server's shared AES key),
+    # the Authorization prefix ("Thing ", "Client " or "" by server generation), and the
+    # CA (PEM) that signs the broker's certificate.
     FACTORY: (1, '{"node_id":"","pop":"","serial":"","endpoints":{"bootstrap":"",'
                  '"registration":"","mqtt":"","thingspeak":""},"external_id":"",'
-                 '"external_key":"","bootstrap_enc_key":"","ca_cert":"",'
+                 '"external_key":"","bootstrap_enc_key":"","bootstrap_secure":false,'
+                 '"auth_prefix":"Thing ","ca_cert":"",'
                  '"sensors":[],"sinks":[],'
                  # Local provisioning: security scheme (0 only for development), the
                  # transports, how long the window stays open, the SoftAP passphrase
@@ -27,8 +32,10 @@ _SCHEMA = {
                  '"softap_key":"","srp_salt":"","srp_verifier":""}}'),
     # Up to MAX_WIFI networks, most recent first: [{"ssid":..,"password":..}].
     "wifi": (2, '{"networks":[]}'),
-    # RainMaker-style user-node mapping; status: none|pending|mapped|failed.
-    "user": (1, '{"user_id":"","secret":"","status":"none"}'),
+    # RainMaker-style user-node mapping. status: none (never given one) -> pending (set by
+    # provisioning) -> mapped (PUBACK from the cloud); none -> cleared once the reset notice
+    # went out. reset: the user differs from the previous owner (docs/cloud.md).
+    "user": (1, '{"user_id":"","secret":"","status":"none","reset":false}'),
     # Particle-style claim code, cleared once the cloud acknowledged it.
     "claim": (1, '{"code":"","claimed":false}'),
     # midPoint registration key typed over the serial console.

@@ -122,7 +122,10 @@ class Endpoints:
         if not user_id or not secret:
             return m.user_mapping_out(1)   # InvalidParam
         # Answer from local state at once; the cloud report is retried until acknowledged.
-        self.store.set("user", {"user_id": user_id, "secret": secret, "status": "pending"})
+        # A new owner (or the first since a factory reset) makes the cloud drop old links.
+        reset = self.store.get("user")["user_id"] != user_id
+        self.store.set("user", {"user_id": user_id, "secret": secret, "status": "pending",
+                                "reset": reset})
         log.info("prov", "user mapping stored for user %s" % user_id, secret=secret)
         return m.user_mapping_out(0, self.node_id)
 

@@ -1,0 +1,204 @@
+# The cloud phase, while Wi-Fi is up (docs/cloud.md):
+#
+#   bootstrap (if no credentials, or asked to) -> MQTT over TLS as the bootstrapped thing
+#     -> user mapping / reset notice, claim code -> serve control commands
+#     -> link dies: reconnect after a capped exponential backoff with jitter.
+#
+# Re-bootstrap when there are no credentials, when the broker refuses them (CONNACK 4/5),
+# when the cloud asks (control command "rebootstrap"), or after _REBOOTSTRAP_AFTER failed
+# connections in a row (the broker may have moved). Stored credentials are replaced only
+# by a successful bootstrap, so a broken server never costs the device what it had.
+import asyncio
+import json
+import time
+
+from micropython import const
+
+import log
+from mqtt import MQTTClient, MQTTError, backoff
+from firmware.cloud import bootstrap
+from firmware.cloud.bootstrap import BootstrapError
+from firmware.cloud.onboard import Claim, report_mapping
+
+_KEEPALIVE_S = const(60)
+_STEP_TIMEOUT_S = const(10)        # every MQTT step: TCP, TLS, CONNACK, PUBACK, SUBACK
+_REBOOTSTRAP_AFTER = const(5)
+_BACKOFF_BASE_S = 2
+_BACKOFF_CAP_S = 300
+_INBOX = const(4)                  # control requests waiting; more are dropped (and logged)
+
+
+def _pem_to_der(pem):
+    # mbedTLS as built into MicroPython takes DER in load_verify_locations(cadata=...).
+    from binascii import a2b_base64
+    body = "".join(l for l in pem.split("\n") if l and not l.startswith("-----"))
+    return a2b_base64(body)
+
+
+def _why(e):
+    return "%s %s" % (type(e).__name__, e) if str(e) else type(e).__name__
+
+
+class Cloud:
+    def __init__(self, store, node_id):
+        self.store = store
+        self.node_id = node_id
+        self.factory = store.factory
+        self.external_id = self.factory["external_id"] or node_id
+        self.want_bootstrap = False
+        self.client = None
+        self.claim = Claim(store, node_id)
+        self.commands = {"rebootstrap": self._cmd_rebootstrap}
+        self._control = None
+        self._inbox = []
+        self._wake = asyncio.Event()
+
+    async def run(self):
+        """Until cancelled (the app cancels it when Wi-Fi drops)."""
+        attempt = failures = 0
+        try:
+            while True:
+                rec = self.store.get("bootstrap")
+                if not rec["done"] or self.want_bootstrap:
+                    rec = await self._bootstrap(rec)
+                    if rec is None:
+                        await self._pause(attempt)
+                        attempt += 1
+                        continue
+                try:
+                    client = await self._connect(rec)
+                except Exception as e:
+                    refused = isinstance(e, MQTTError) and e.code in (4, 5)
+                    failures += 1
+                    if refused:
+                        log.error("cloud", "broker refused the credentials (%s): bootstrapping again"
+                                  % _why(e))
+                    else:
+                        log.warning("cloud", "cannot reach the broker (%s)" % _why(e))
+                    if refused or failures >= _REBOOTSTRAP_AFTER:
+                        self.want_bootstrap = True
+                        failures = 0
+                    await self._pause(attempt)
+                    attempt += 1
+                    continue
+                attempt = failures = 0
+                err = await self._session(client, rec)
+                if not self.want_bootstrap:
+                    log.warning("cloud", "MQTT link lost (%s)" % _why(err))
+                    await self._pause(0)
+        finally:
+            if self.client is not None:
+                await self.client.close()
+                self.client = None
+
+    async def _pause(self, attempt):
+        s = backoff(attempt, _BACKOFF_BASE_S, _BACKOFF_CAP_S)
+        log.info("cloud", "retrying in %d ms" % int(s * 1000))
+        await asyncio.sleep_ms(int(s * 1000))
+
+    async def _bootstrap(self, rec):
+        """The new record, the old one if asking failed but there is one, else None."""
+        log.info("cloud", "bootstrapping as %s%s" % (
+            self.external_id, " (secure)" if self.factory["bootstrap_secure"] else ""))
+        try:
+            new = await bootstrap.fetch(self.factory, self.external_id)
+            bootstrap.broker(new, self.factory)     # refuse a config we could not use
+        except BootstrapError as e:
+            log.error("cloud", "bootstrap failed: %s" % e)
+            return rec if rec["done"] else None
+        self.store.set("bootstrap", new)
+        self.want_bootstrap = False
+        log.info("cloud", "bootstrapped: thing %s, %d channels" % (new["thing_id"], len(new["channels"])))
+        return new
+
+    async def _connect(self, rec):
+        tls, host, port = bootstrap.broker(rec, self.factory)
+        ctx = None
+        if tls:
+            if not self.factory["ca_cert"]:
+                raise BootstrapError("TLS broker but no CA in the factory config")
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(cadata=_pem_to_der(self.factory["ca_cert"]))
+        c = MQTTClient(self.node_id, host, port, user=rec["thing_id"], password=rec["thing_key"],
+                       keepalive=_KEEPALIVE_S, ssl=ctx, server_hostname=host if tls else None,
+                       timeout=_STEP_TIMEOUT_S, callback=self._on_message)
+        await c.connect()
+        log.info("cloud", "MQTT connected to %s:%d%s as %s" % (host, port, " (TLS)" if tls else "",
+                                                              rec["thing_id"]))
+        return c
+
+    def _control_channel(self, rec):
+        chans = rec["channels"]
+        for ch in chans:
+            if ch["type"] == "control":
+                return ch["id"]
+        return chans[0]["id"] if chans else None
+
+    async def _session(self, client, rec):
+        """Onboarding steps, then commands, until the link dies; returns why it died."""
+        self.client = client
+        self._control = self._control_channel(rec)
+        self._inbox = []
+        watch = asyncio.create_task(self._watch(client))
+        try:
+            if self._control:
+                try:
+                    await client.subscribe("channels/%s/messages/req" % self._control, qos=1)
+                except MQTTError as e:   # an inactive config: channels are closed to us
+                    log.warning("cloud", "no control channel: %s" % e)
+                    self._control = None
+            await report_mapping(client, self.store, self.node_id)
+            if self.claim.pending():
+                await self.claim.present(client)
+            while client.isconnected():
+                await self._wake.wait()
+                self._wake.clear()
+                while self._inbox and client.isconnected():
+                    await self._handle(client, self._inbox.pop(0))
+            return await client.wait_dead()
+        except Exception as e:
+            return e
+        finally:
+            watch.cancel()
+            self.client = None
+            await client.close()
+
+    async def _watch(self, client):
+        await client.wait_dead()
+        self._wake.set()
+
+    def _on_message(self, topic, msg, retained, dup):
+        # Runs in the MQTT reader task: decide, queue, return.
+        if topic == self.claim.result_topic.encode():
+            self.claim.on_message(msg)
+        elif self._control and topic == ("channels/%s/messages/req" % self._control).encode():
+            if len(self._inbox) < _INBOX:
+                self._inbox.append(msg)
+                self._wake.set()
+            else:
+                log.warning("cloud", "control request dropped: inbox full")
+
+    async def _handle(self, client, msg):
+        # Mainflux agent request: SenML [{"bn":"<id>:","n":"control","vs":"<command>"}].
+        try:
+            req = json.loads(msg)[0]
+            rid = req.get("bn", "")
+            name, cmd = req["n"], req["vs"]
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            log.warning("cloud", "malformed control request ignored")
+            return
+        rid = rid[:-1] if rid.endswith(":") else rid
+        fn = self.commands.get(cmd)
+        result = "unknown command" if fn is None else "ok"
+        log.info("cloud", "command %s: %s" % (cmd, result))
+        await client.publish("channels/%s/messages/res" % self._control,
+                             json.dumps([{"bn": rid, "n": name, "t": time.time(), "vs": result}]),
+                             qos=1)
+        if fn is not None:
+            await fn(client)
+
+    async def _cmd_rebootstrap(self, client):
+        self.want_bootstrap = True
+        await client.close()        # the run loop bootstraps before it connects again
