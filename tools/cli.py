@@ -159,6 +159,110 @@ def cmd_provision_qr(args):
     print(payload)
 
 
+def cmd_cloud_serve(args):
+    """The local cloud until Ctrl-C/SIGTERM; state (ports, users, devices, certificates) in --dir."""
+    import logging
+    from tools.cloud.broker import find_mosquitto
+    from tools.cloud.local import LocalCloud
+    if not find_mosquitto():
+        raise CliError("mosquitto is not installed (Debian/Ubuntu: apt-get install mosquitto; or `make setup`)")
+    kw = {}
+    if args.public_host:      # a board on the LAN: it is told this address and the real ports
+        kw = dict(http_name=args.public_host, mqtt_name=args.public_host,
+                  http_advertised_port=None, mqtt_advertised_port=None)
+    bind = args.bind or ("0.0.0.0" if args.public_host else "127.0.0.1")
+    cloud = LocalCloud(args.dir, http_port=args.http_port, mqtt_tls_port=args.mqtt_port, bind=bind,
+                       mapping_timeout=args.mapping_timeout, **kw)
+    try:
+        cloud.start()
+    except OSError as e:
+        raise CliError("cannot start the cloud: %s (ports taken? see %s)" % (e, cloud.broker.log_path))
+    print(json.dumps({"http_url": cloud.http_url, "mqtt_tls_port": cloud.mqtt_tls_port,
+                      "ca": str(cloud.ca_path), "admin_token": cloud.admin_token, "dir": str(args.dir),
+                      "http_name": cloud.http_name, "mqtt_name": cloud.mqtt_name}), flush=True)
+    handler = logging.StreamHandler(sys.stdout)       # then one line per mapping/claim event
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("roost.cloud")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cloud.stop()
+
+
+def _cloud_call(args, method, path, body=None, token=None):
+    """One request to the cloud running for --dir; returns the decoded JSON answer."""
+    import os
+    import urllib.error
+    import urllib.request
+    state_path = os.path.join(args.dir, "cloud.json")
+    try:
+        with open(state_path) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        raise CliError("no cloud in %s (start one: roost cloud serve --dir %s)" % (args.dir, args.dir))
+    headers = {"Authorization": "Bearer " + (token or state["admin_token"])}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(state["http_url"] + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        try:
+            answer = json.loads(e.read())
+            why = answer.get("error") or answer.get("description") or answer
+        except ValueError:
+            why = e.reason
+        raise CliError("%s %s: HTTP %d: %s" % (method, path, e.code, why)) from None
+    except OSError as e:
+        raise CliError("cloud at %s not reachable (%s); is `roost cloud serve --dir %s` running?"
+                       % (state["http_url"], getattr(e, "reason", e), args.dir)) from None
+
+
+def _cloud_login(args):
+    return _cloud_call(args, "POST", "/v1/login", {"user_name": args.user, "password": args.password})
+
+
+def cmd_cloud_user_add(args):
+    print(json.dumps(_cloud_call(args, "POST", "/admin/users", {"name": args.name, "password": args.password})))
+
+
+def cmd_cloud_device_add(args):
+    factory = _cloud_call(args, "POST", "/admin/devices", {"node_id": args.node_id, "secure": args.secure,
+                                                           "active": not args.inactive})
+    print(json.dumps(factory, indent=1))
+
+
+def cmd_cloud_claim_code(args):
+    token = _cloud_login(args)["accesstoken"]
+    print(json.dumps(_cloud_call(args, "POST", "/v1/device_claims", {}, token=token)))
+
+
+def cmd_cloud_map(args):
+    import time
+    token = _cloud_login(args)["accesstoken"]
+    req = _cloud_call(args, "PUT", "/v1/user/nodes/mapping",
+                      {"node_id": args.node_id, "secret_key": args.secret, "operation": "add"}, token=token)
+    rid = req["request_id"]
+    print("request %s: requested" % rid, flush=True)
+    while True:
+        st = _cloud_call(args, "GET", "/v1/user/nodes/mapping?request_id=" + rid, token=token)
+        if st["request_status"] != "requested":
+            break
+        time.sleep(1)
+    print("request %s: %s" % (rid, st["request_status"]))
+    if st["request_status"] != "confirmed":
+        raise CliError("node %s was not mapped: %s" % (args.node_id, st["request_status"]))
+
+
 def parser():
     p = argparse.ArgumentParser(prog="roost", description=__doc__.splitlines()[0])
     p.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -216,6 +320,42 @@ def parser():
     q.add_argument("--transport", choices=("ble", "softap"), default="ble")
     q.add_argument("--username", help="(security 2) SRP username, e.g. wifiprov")
     q.set_defaults(fn=cmd_provision_qr)
+
+    c = sub.add_parser("cloud", help="the local cloud: bootstrap, MQTT broker (TLS), user mapping, claim codes")
+    cs = c.add_subparsers(dest="cloud_cmd", required=True)
+
+    def cloud_cmd(name, fn, help, parent=cs):
+        x = parent.add_parser(name, help=help)
+        x.add_argument("--dir", default=".cloud", help="the cloud's state folder (default .cloud)")
+        x.set_defaults(fn=fn)
+        return x
+    x = cloud_cmd("serve", cmd_cloud_serve, "run the cloud until stopped; prints its URLs as JSON")
+    x.add_argument("--http-port", type=int, default=0, help="HTTP port (default: as last time, else free)")
+    x.add_argument("--mqtt-port", type=int, default=0, help="MQTT TLS port (default: as last time, else free)")
+    x.add_argument("--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 with --public-host)")
+    x.add_argument("--public-host", help="name or LAN address boards use to reach this machine "
+                                         "(goes into the certificate and the factory config)")
+    x.add_argument("--mapping-timeout", type=float, default=60.0, help="user-node mapping timeout, s")
+    cu = cs.add_parser("user", help="users of the cloud")
+    cus = cu.add_subparsers(dest="cloud_user_cmd", required=True)
+    x = cloud_cmd("add", cmd_cloud_user_add, "add a user", cus)
+    x.add_argument("name")
+    x.add_argument("--password", required=True)
+    cd = cs.add_parser("device", help="devices (bootstrap configs)")
+    cds = cd.add_subparsers(dest="cloud_device_cmd", required=True)
+    x = cloud_cmd("add", cmd_cloud_device_add, "add a device; prints its factory config "
+                  "(for roost deploy --factory)", cds)
+    x.add_argument("node_id")
+    x.add_argument("--secure", action="store_true", help="the device uses the secure (encrypted) bootstrap")
+    x.add_argument("--inactive", action="store_true", help="start inactive: no channel access yet")
+    x = cloud_cmd("claim-code", cmd_cloud_claim_code, "get a claim code for a user")
+    x.add_argument("--user", required=True)
+    x.add_argument("--password", required=True)
+    x = cloud_cmd("map", cmd_cloud_map, "map a node to a user (the app's side) and wait for the node")
+    x.add_argument("node_id")
+    x.add_argument("secret", help="the secret key the phone gave the node")
+    x.add_argument("--user", required=True)
+    x.add_argument("--password", required=True)
     return p
 
 
