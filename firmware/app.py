@@ -12,6 +12,7 @@ from micropython import const
 
 import log
 from firmware import board, wifi
+from firmware.unload import unload
 from firmware.store import Store
 
 VERSION = "0.1.0"
@@ -72,7 +73,7 @@ class App:
         p = Provisioning(self.store, self.station, self.node_id, VERSION)
         done = await p.run()
         del p
-        _unload("firmware.prov", "x25519", "aes", "protobuf", "sha512", "srp6a")
+        unload("firmware.prov", "x25519", "aes", "protobuf", "sha512", "srp6a")
         return done
 
     async def run(self):
@@ -107,8 +108,16 @@ class App:
         log.info("app", "online, heap free %d" % board.heap()[0])
         cloud = None
         if self.store.factory["endpoints"]["bootstrap"]:
+            # The TLS context first: it needs one contiguous ~3 KB block, which the heap still
+            # has now but may not once the cloud code is loaded around the holes provisioning left.
+            from firmware.cloud.tls import context
+            try:
+                tls = context(self.store.factory["ca_cert"])
+            except Exception as e:      # a damaged CA must not take the device down
+                log.error("app", "factory CA unusable (%r): no TLS broker possible" % (e,))
+                tls = None
             from firmware.cloud.manager import Cloud
-            cloud = asyncio.create_task(Cloud(self.store, self.node_id).run())
+            cloud = asyncio.create_task(Cloud(self.store, self.node_id, tls).run())
         else:
             log.info("app", "no cloud in the factory config: staying local")
         try:
@@ -120,26 +129,6 @@ class App:
         finally:
             if cloud is not None:
                 cloud.cancel()      # its sockets are dead anyway; it closes them on the way out
-
-
-def _unload(*prefixes):
-    """Forget modules only one phase needs (provisioning crypto, GATT tables): their code
-    and tables go back to the heap, which the cloud phase needs for TLS."""
-    import gc
-    import sys
-    for name in list(sys.modules):
-        for p in prefixes:
-            if name == p or name.startswith(p + "."):
-                del sys.modules[name]
-                # The parent package keeps its submodule as an attribute: drop that too.
-                parent, _, child = name.rpartition(".")
-                if parent in sys.modules:
-                    try:
-                        delattr(sys.modules[parent], child)
-                    except AttributeError:
-                        pass
-                break
-    gc.collect()
 
 
 def banner(node_id):

@@ -10,6 +10,24 @@ sys.path.insert(0, str(ROOT / "lib"))
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Remember each phase's outcome so the board fixture can show the console of a failed test.
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def stop_and_show(boards, request):
+    """Stop the boards; if the test failed, print the tail of each one's console."""
+    failed = getattr(request.node, "rep_call", None)
+    for b in boards:
+        b.stop()
+        if failed is not None and failed.failed:
+            tail = bytes(b.out[-4000:]).decode(errors="replace")
+            print("\n--- console of %s ---\n%s" % (b.flash.name, tail))
+
+
 @pytest.fixture(scope="session")
 def vector():
     def load(name):
@@ -28,7 +46,7 @@ def firmware_image(tmp_path_factory):
 
 
 @pytest.fixture
-def new_board(tmp_path, firmware_image):
+def new_board(tmp_path, firmware_image, request):
     """Factory: a simulated board fresh out of the box with the firmware on it, powered on.
 
     new_board(world=World(...), heap="100K", image=None, factory={...}) -> started Board;
@@ -51,8 +69,7 @@ def new_board(tmp_path, firmware_image):
         boards.append(b)
         return b.start()
     yield make
-    for b in boards:
-        b.stop()
+    stop_and_show(boards, request)
 
 
 @pytest.fixture

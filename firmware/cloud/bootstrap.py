@@ -115,32 +115,3 @@ async def fetch(factory, external_id):
 
 def _reason(e):
     return "%s %s" % (type(e).__name__, e) if str(e) else type(e).__name__
-
-
-def broker(rec, factory):
-    """(tls, host, port) of the MQTT broker: content.agent.mqtt.url as the Mainflux agent
-    reads it, else the factory's endpoints.mqtt. Raises BootstrapError if there is none."""
-    url = ""
-    try:
-        content = json.loads(rec.get("content") or "{}")
-        url = content["agent"]["mqtt"]["url"]
-    except (ValueError, KeyError, TypeError):
-        pass
-    url = url if type(url) is str and url else factory["endpoints"]["mqtt"]
-    if not url:
-        raise BootstrapError("no MQTT broker URL (content.agent.mqtt.url or endpoints.mqtt)")
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "tcp", url
-    tls = scheme in ("mqtts", "ssl", "tls", "tcps")
-    if not tls and scheme not in ("tcp", "mqtt"):
-        raise BootstrapError("unsupported broker URL scheme %s" % scheme)
-    host, _, port = rest.partition("/")[0].rpartition(":")
-    if not host:
-        host, port = port, ""
-    try:
-        port = int(port) if port else (8883 if tls else 1883)
-    except ValueError:
-        raise BootstrapError("bad broker port")
-    log.debug("cloud", "broker %s:%d tls=%s" % (host, port, tls))
-    return tls, host, port

@@ -16,9 +16,8 @@ from micropython import const
 
 import log
 from mqtt import MQTTClient, MQTTError, backoff
-from firmware.cloud import bootstrap
-from firmware.cloud.bootstrap import BootstrapError
 from firmware.cloud.onboard import Claim, report_mapping
+from firmware.unload import unload
 
 _KEEPALIVE_S = const(60)
 _STEP_TIMEOUT_S = const(10)        # every MQTT step: TCP, TLS, CONNACK, PUBACK, SUBACK
@@ -28,11 +27,42 @@ _BACKOFF_CAP_S = 300
 _INBOX = const(4)                  # control requests waiting; more are dropped (and logged)
 
 
-def _pem_to_der(pem):
-    # mbedTLS as built into MicroPython takes DER in load_verify_locations(cadata=...).
-    from binascii import a2b_base64
-    body = "".join(l for l in pem.split("\n") if l and not l.startswith("-----"))
-    return a2b_base64(body)
+class CloudError(Exception):
+    """The stored or factory configuration cannot reach a broker."""
+
+
+def broker(rec, factory):
+    """(tls, host, port) of the MQTT broker: content.agent.mqtt.url as the Mainflux agent
+    reads it, else the factory's endpoints.mqtt. Raises CloudError if there is none."""
+    url = ""
+    try:
+        content = json.loads(rec.get("content") or "{}")
+        url = content["agent"]["mqtt"]["url"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    url = url if type(url) is str and url else factory["endpoints"]["mqtt"]
+    if not url:
+        raise CloudError("no MQTT broker URL (content.agent.mqtt.url or endpoints.mqtt)")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "tcp", url
+    tls = scheme in ("mqtts", "ssl", "tls", "tcps")
+    if not tls and scheme not in ("tcp", "mqtt"):
+        raise CloudError("unsupported broker URL scheme %s" % scheme)
+    host, _, port = rest.partition("/")[0].rpartition(":")
+    if not host:
+        host, port = port, ""
+    try:
+        port = int(port) if port else (8883 if tls else 1883)
+    except ValueError:
+        raise CloudError("bad broker port")
+    return tls, host, port
+
+
+def _heap_free():
+    import gc
+    gc.collect()
+    return gc.mem_free()
 
 
 def _why(e):
@@ -40,8 +70,10 @@ def _why(e):
 
 
 class Cloud:
-    def __init__(self, store, node_id):
+    def __init__(self, store, node_id, tls=None):
+        """tls: an SSLContext trusting the factory CA (firmware/cloud/tls.py), or None."""
         self.store = store
+        self.tls = tls
         self.node_id = node_id
         self.factory = store.factory
         self.external_id = self.factory["external_id"] or node_id
@@ -100,33 +132,34 @@ class Cloud:
         """The new record, the old one if asking failed but there is one, else None."""
         log.info("cloud", "bootstrapping as %s%s" % (
             self.external_id, " (secure)" if self.factory["bootstrap_secure"] else ""))
+        # Bootstrap code (HTTP client, AES) is loaded for the exchange only: the heap it takes
+        # is the heap the TLS connection needs next.
+        from firmware.cloud.bootstrap import BootstrapError, fetch
         try:
-            new = await bootstrap.fetch(self.factory, self.external_id)
-            bootstrap.broker(new, self.factory)     # refuse a config we could not use
-        except BootstrapError as e:
-            log.error("cloud", "bootstrap failed: %s" % e)
+            new = await fetch(self.factory, self.external_id)
+            broker(new, self.factory)     # refuse a config we could not use
+        except Exception as e:      # also MemoryError, a bug: the device keeps serving
+            known = isinstance(e, (BootstrapError, CloudError))
+            log.error("cloud", "bootstrap failed: %s" % (e if known else _why(e)))
             return rec if rec["done"] else None
+        finally:
+            fetch = BootstrapError = None
+            unload("firmware.cloud.bootstrap", "httpc", "aes")
         self.store.set("bootstrap", new)
         self.want_bootstrap = False
         log.info("cloud", "bootstrapped: thing %s, %d channels" % (new["thing_id"], len(new["channels"])))
         return new
 
     async def _connect(self, rec):
-        tls, host, port = bootstrap.broker(rec, self.factory)
-        ctx = None
-        if tls:
-            if not self.factory["ca_cert"]:
-                raise BootstrapError("TLS broker but no CA in the factory config")
-            import ssl
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(cadata=_pem_to_der(self.factory["ca_cert"]))
+        tls, host, port = broker(rec, self.factory)
+        if tls and self.tls is None:
+            raise CloudError("TLS broker but no CA in the factory config")
         c = MQTTClient(self.node_id, host, port, user=rec["thing_id"], password=rec["thing_key"],
-                       keepalive=_KEEPALIVE_S, ssl=ctx, server_hostname=host if tls else None,
+                       keepalive=_KEEPALIVE_S, ssl=self.tls if tls else None, server_hostname=host if tls else None,
                        timeout=_STEP_TIMEOUT_S, callback=self._on_message)
         await c.connect()
-        log.info("cloud", "MQTT connected to %s:%d%s as %s" % (host, port, " (TLS)" if tls else "",
-                                                              rec["thing_id"]))
+        log.info("cloud", "MQTT connected to %s:%d%s as %s, heap free %d" % (
+            host, port, " (TLS)" if tls else "", rec["thing_id"], _heap_free()))
         return c
 
     def _control_channel(self, rec):

@@ -6,6 +6,8 @@ import pytest
 from tools.deploy import files_to_image
 from tools.sim.board import Board
 
+from tests.conftest import stop_and_show
+
 
 def write_image(image, files, staging):
     """Write `files` ({path on the board: str or bytes}) into a flash image, with the same
@@ -19,14 +21,6 @@ def write_image(image, files, staging):
         else:
             p.write_bytes(content)
     files_to_image(image, staging)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    # Remember each phase's outcome so the board fixture can show the console of a failed test.
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
 
 
 @pytest.fixture
@@ -51,9 +45,4 @@ def board(tmp_path, request):
         return b
 
     yield make
-    failed = getattr(request.node, "rep_call", None)
-    for b in boards:
-        b.stop()
-        if failed is not None and failed.failed:
-            tail = bytes(b.out[-3000:]).decode(errors="replace")
-            print("\n--- console of %s ---\n%s" % (b.flash.name, tail))
+    stop_and_show(boards, request)

@@ -106,19 +106,22 @@ except bootstrap.BootstrapError as e:
 ])
 def test_broker_url_from_content(url, want):
     rec = {"content": json.dumps({"agent": {"mqtt": {"url": url}}})}
-    got = device("print(json.dumps(bootstrap.broker(%r, {'endpoints': {'mqtt': ''}})))" % rec)
+    got = device("from firmware.cloud import manager\n"
+                 "print(json.dumps(manager.broker(%r, {'endpoints': {'mqtt': ''}})))" % rec)
     assert got == want
 
 
 def test_broker_url_falls_back_to_the_factory_then_fails_clearly():
     got = device("""
-print(json.dumps(bootstrap.broker({"content": ""}, {"endpoints": {"mqtt": "mqtts://b:1"}})))
+from firmware.cloud import manager
+print(json.dumps(manager.broker({"content": ""}, {"endpoints": {"mqtt": "mqtts://b:1"}})))
 """)
     assert got == [True, "b", 1]
     got = device("""
+from firmware.cloud import manager
 try:
-    bootstrap.broker({"content": "{}"}, {"endpoints": {"mqtt": ""}})
-except bootstrap.BootstrapError as e:
+    manager.broker({"content": "{}"}, {"endpoints": {"mqtt": ""}})
+except manager.CloudError as e:
     print(json.dumps(str(e)))
 """)
     assert "no MQTT broker URL" in got

@@ -24,6 +24,8 @@ class Store:                          # records what the handlers would persist
         self.writes = []
     def set(self, name, value):
         self.writes.append(name)
+    def get(self, name):
+        return {"user_id": ""}
     def forget_wifi(self, ssid):
         self.writes.append("forget")
 

@@ -96,7 +96,7 @@ result(before=before, factory=s2.factory, wifi=s2.get("wifi"), user=s2.get("user
     assert r["factory"]["node_id"] == "N-1" and r["factory"]["ca_cert"].endswith("A" * 1200)
     assert r["factory"]["endpoints"]["mqtt"] == ""          # defaults fill what was not given
     assert r["wifi"] == {"networks": [{"ssid": 'caf\u00e9 "wifi"', "password": "pw"}]}
-    assert r["user"] == {"user_id": "u-1", "secret": "sec", "status": "pending"}
+    assert r["user"] == {"user_id": "u-1", "secret": "sec", "status": "pending", "reset": False}
     assert r["tele"] == {"enabled": False, "interval_s": 15, "extra": [1, {"b": None}]}
     assert r["cursor"] == {"seq": 41}
     assert r["claim"] == {"code": "", "claimed": False}

@@ -1,0 +1,225 @@
+"""A provisioned board onboards to the local cloud: bootstrap (plain or secure), TLS MQTT as its
+thing, the user-node mapping confirmed by the owner's status poll, the claim code; and what it
+does when the cloud misbehaves (refusals, outages, rotated credentials)."""
+import http.client
+import json
+import re
+import time
+
+import pytest
+
+from tools.cloud.local import LocalCloud
+from tools.prov.client import Provisioner
+from tools.prov.transport import SimBleTransport
+from tools.sim.world import AccessPoint, World
+
+from tests.sim.phone import stored
+
+POP = "abcd1234"
+WIFI = ("home", "right horse battery")
+PROV = {"pop": POP, "prov": {"sec": 1, "transports": ["ble"], "timeout_s": 600}}
+MAPPED = re.compile(rb"user mapping delivered")
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    c = LocalCloud(tmp_path / "cloud", mapping_timeout=3.0)
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def owner(cloud):
+    """The phone's logged-in user: (user_id, token)."""
+    uid = cloud.add_user("alice@example.com", "pw-alice")
+    return uid, cloud.login("alice@example.com", "pw-alice")
+
+
+@pytest.fixture
+def onboard(new_board, cloud):
+    """Power on a board registered in the cloud and provision it over BLE; returns the board.
+    add_device=False: the cloud does not know it (yet)."""
+    n = [0]
+
+    def make(secure=False, user=None, secret="s3cret", claim=None, add_device=True, active=True,
+             heap="128K"):
+        n[0] += 1
+        mac = bytes.fromhex("24a1600000%02x" % n[0])
+        node_id = mac.hex().upper()
+        cloud.add_device(node_id, active=active)
+        world = World(aps=[AccessPoint(*WIFI, rssi=-45)], connect_time=0.1, scan_time=0.05,
+                      services=cloud.world_services())
+        factory = dict(PROV, **cloud.factory_for(node_id, secure=secure))
+        if not add_device:
+            cloud.remove_device(node_id)
+        board = new_board(world=world, factory=factory, heap=heap, mac=mac)
+        board.wait_for(b"provisioning open for", timeout=15)
+        with SimBleTransport(board) as t:
+            result = Provisioner(t, pop=POP).provision(*WIFI, user_id=user, secret=secret, claim=claim,
+                                                      on_progress=lambda line: None, poll=0.1)
+        board.node_id = node_id
+        board.external_key = factory["external_key"]
+        assert result.node_id in (None, node_id)
+        board.connected_at = time.monotonic()
+        return board
+    return make
+
+
+def api(cloud, method, path, token, body=None):
+    """The phone app's HTTPS calls to the cloud (plain HTTP on the local cloud)."""
+    conn = http.client.HTTPConnection("127.0.0.1", cloud.http_port, timeout=5)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body),
+                     headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        assert r.status == 200, (r.status, data)
+        return json.loads(data)
+    finally:
+        conn.close()
+
+
+def map_request(cloud, token, node_id, secret):
+    r = api(cloud, "PUT", "/v1/user/nodes/mapping", token=token,
+                  body={"node_id": node_id, "secret_key": secret, "operation": "add"})
+    return r["request_id"]
+
+
+def mapping_status(cloud, token, request_id, until=("confirmed", "timedout"), timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        s = api(cloud, "GET", "/v1/user/nodes/mapping?request_id=" + request_id, token=token)["request_status"]
+        if s in until or time.monotonic() > deadline:
+            return s
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
+def test_owner_provisions_and_the_cloud_confirms_the_mapping(cloud, owner, onboard, secure):
+    uid, token = owner
+    board = onboard(secure=secure, user=uid, secret="s3cret-1")
+    request_id = map_request(cloud, token, board.node_id, "s3cret-1")   # the app, right after
+    assert mapping_status(cloud, token, request_id) == "confirmed"
+    assert cloud.node_owner(board.node_id) == uid
+    board.wait_for(MAPPED, timeout=10)
+    assert board.wait_for(re.compile(rb"MQTT connected to mqtt\.roost\.local:8883 \(TLS\)"), timeout=1)
+    log = bytes(board.out)          # before the test reads records over the console
+    boot = stored(board, "bootstrap")
+    assert boot["done"] and boot["thing_id"] and [c["type"] for c in boot["channels"]] == ["control", "data"]
+    assert stored(board, "user")["status"] == "mapped"
+    assert b"s3cret-1" not in log and boot["thing_key"].encode() not in log
+
+
+def test_node_reports_first_then_the_app_asks(cloud, owner, onboard):
+    uid, token = owner
+    board = onboard(user=uid, secret="s3cret-2")
+    board.wait_for(MAPPED, timeout=20)          # the node's half is in the cloud already
+    request_id = map_request(cloud, token, board.node_id, "s3cret-2")
+    assert mapping_status(cloud, token, request_id) == "confirmed"
+
+
+def test_a_mapping_with_the_wrong_secret_times_out(cloud, owner, onboard):
+    uid, token = owner
+    board = onboard(user=uid, secret="s3cret-3")
+    board.wait_for(MAPPED, timeout=20)
+    request_id = map_request(cloud, token, board.node_id, "not-the-secret")
+    assert mapping_status(cloud, token, request_id, until=("confirmed",), timeout=1) == "requested"
+    assert mapping_status(cloud, token, request_id, timeout=10) == "timedout"   # 3 s in this cloud
+    assert cloud.node_owner(board.node_id) is None
+
+
+def test_board_provisioned_without_a_user_sends_the_reset_notice(cloud, onboard):
+    board = onboard(user=None)
+    board.wait_for(rb"reset notice delivered", timeout=20)
+    topic = "node/%s/user/mapping" % board.node_id
+    msg = cloud.wait_message(topic, timeout=5)
+    assert b'"reset":true' in msg[1] and b'"user_id":"esp-rmaker"' in msg[1]
+    assert stored(board, "user")["status"] == "cleared"
+
+
+def test_claim_code_is_presented_once_and_cleared(cloud, owner, onboard):
+    uid, token = owner
+    code = api(cloud, "POST", "/v1/device_claims", token=token, body={})["claim_code"]
+    board = onboard(claim=code)
+    board.wait_for(rb"device claimed; claim code cleared", timeout=20)
+    assert stored(board, "claim") == {"code": "", "claimed": True}
+    devices = api(cloud, "GET", "/v1/devices", token=token)["devices"]
+    assert [d["id"] for d in devices] == [board.node_id]
+
+
+def test_unknown_device_retries_with_backoff_until_the_cloud_knows_it(cloud, onboard):
+    board = onboard(add_device=False)
+    board.wait_for(rb"bootstrap failed: HTTP 404", timeout=20)
+    # The operator registers the device under the key its factory config holds.
+    cfg = cloud.add_device(board.node_id, external_key=board.external_key)
+    board.wait_for(rb"bootstrapped: thing", timeout=30)
+    board.wait_for(re.compile(rb"reset notice delivered"), timeout=20)
+    assert stored(board, "bootstrap")["thing_id"] == cfg["thing_id"]
+
+
+def test_wrong_external_key_is_refused_and_nothing_is_stored(cloud, onboard):
+    board = onboard(add_device=False)
+    cloud.add_device(board.node_id)          # now known, but under another key
+    board.wait_for(rb"bootstrap failed: HTTP 403: external key rejected", timeout=30)
+    assert stored(board, "bootstrap")["done"] is False
+    assert board.boots == 1
+
+
+def test_bootstrap_server_down_then_back(cloud, owner, onboard):
+    uid, token = owner
+    cloud.stop_http()
+    board = onboard(user=uid, secret="s3cret-4")
+    board.wait_for(rb"bootstrap failed: no answer", timeout=20)
+    cloud.start_http()
+    board.wait_for(MAPPED, timeout=30)
+    assert stored(board, "user")["status"] == "mapped"
+
+
+def test_broker_down_then_back_delivers_the_mapping(cloud, owner, onboard):
+    uid, token = owner
+    cloud.broker.stop()
+    board = onboard(user=uid, secret="s3cret-5")
+    board.wait_for(rb"cannot reach the broker", timeout=20)
+    cloud.broker.start()
+    board.wait_for(MAPPED, timeout=40)
+    request_id = map_request(cloud, token, board.node_id, "s3cret-5")
+    assert mapping_status(cloud, token, request_id) == "confirmed"
+
+
+def test_rotated_credentials_make_the_board_bootstrap_again(cloud, onboard):
+    board = onboard()
+    board.wait_for(rb"MQTT connected", timeout=20)
+    old = cloud.device(board.node_id)["thing_key"]
+    mark = board.mark()
+    cloud.remove_device(board.node_id)          # re-registered: a new thing, a new key;
+    cloud.add_device(board.node_id, external_key=board.external_key)
+    cloud.broker.restart()                     # ... and drops the board's connection
+    board.wait_for(rb"broker refused the credentials", timeout=30, since=mark)
+    m = board.wait_for(rb"bootstrapped: thing", timeout=30, since=mark)
+    board.wait_for(rb"MQTT connected", timeout=30, since=m.end())
+    assert stored(board, "bootstrap")["thing_key"] != old
+
+
+def test_cloud_asks_for_a_new_bootstrap(cloud, onboard):
+    board = onboard()
+    board.wait_for(rb"MQTT connected", timeout=20)
+    mark = board.mark()
+    rid = cloud.send_command(board.node_id, "rebootstrap")
+    reply = cloud.wait_message("channels/+/messages/res", timeout=10)
+    assert rid.encode() in reply[1] and b'"vs":"ok"' in reply[1].replace(b" ", b"")
+    board.wait_for(rb"bootstrapping as", timeout=10, since=mark)
+    board.wait_for(rb"MQTT connected", timeout=20, since=mark)
+
+
+def test_inactive_config_bootstraps_but_its_channels_stay_closed(cloud, owner, onboard):
+    uid, token = owner
+    board = onboard(active=False, user=uid, secret="s3cret-6")
+    board.wait_for(MAPPED, timeout=20)             # its node topics are open
+    cloud.send_command(board.node_id, "rebootstrap")
+    with pytest.raises(TimeoutError):              # the control channel is not
+        cloud.wait_message("channels/+/messages/res", timeout=3)
+    cloud.set_state(board.node_id, True)
+    rid = cloud.send_command(board.node_id, "rebootstrap")
+    reply = cloud.wait_message("channels/+/messages/res", timeout=10)
+    assert rid.encode() in reply[1]
