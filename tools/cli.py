@@ -63,10 +63,13 @@ def cmd_deploy(args):
 
 
 def cmd_sim(args):
-    """The product demo: a board out of the box, provisioned by the simulated phone over BLE."""
+    """The product demo: the local cloud, and a board out of the box, provisioned by the simulated
+    phone over BLE, bootstrapped, and mapped to the phone's user."""
     import time
+    import uuid
     from pathlib import Path
     from tools import deploy
+    from tools.cloud.local import LocalCloud
     from tools.prov.client import Provisioner
     from tools.prov.transport import SimBleTransport
     from tools.sim.board import Board
@@ -77,10 +80,21 @@ def cmd_sim(args):
     if image.exists():
         image.unlink()  # a board fresh out of the box, every time
     say = lambda line: print("roost sim: " + line, flush=True)  # noqa: E731
-    say("deploying the firmware (.mpy) and its factory config (PoP %s) to a new board" % SIM_POP)
-    deploy.to_image(image, mpy=True, factory={"pop": SIM_POP}, log=say)
+    cloud = LocalCloud(d / "cloud").start()
+    say("local cloud up: HTTP %s, MQTT over TLS on port %d (Mosquitto), state in %s"
+        % (cloud.http_url, cloud.mqtt_tls_port, d / "cloud"))
+    mac = bytes.fromhex("24a160" + uuid.uuid4().hex[:6])
+    node_id = mac.hex().upper()
+    cloud.add_device(node_id)
+    user = "demo-%s@roost.local" % node_id[-6:]
+    uid = cloud.add_user(user, "demo")
+    token = cloud.login(user, "demo")
+    say("cloud: bootstrap config for node %s; user %s" % (node_id, user))
+    say("deploying the firmware (.mpy) and its factory config (PoP %s, cloud, CA) to a new board" % SIM_POP)
+    deploy.to_image(image, mpy=True, factory=dict(cloud.factory_for(node_id), pop=SIM_POP), log=say)
     world = World(aps=[AccessPoint("roost-lab", "correct horse", rssi=-48),
-                       AccessPoint("neighbours", "not yours", rssi=-77)])
+                       AccessPoint("neighbours", "not yours", rssi=-77)],
+                  services=cloud.world_services())
     out = sys.stdout.buffer
 
     pending = bytearray()
@@ -91,22 +105,26 @@ def cmd_sim(args):
         pending[:] = rest
         out.write(b"".join(b"  | " + line + b"\n" for line in lines if line))
         out.flush()
-    board = Board(image, heap=args.heap, world=world, echo=console)
+    board = Board(image, heap=args.heap, world=world, echo=console, mac=mac)
     board.start()
     say("board up; its serial console is shown with '  |', and is on socket://127.0.0.1:%d "
         "(mpremote connect ...); air on port %d" % (board.console.port, board.air.port))
     try:
         board.wait_for(b"provisioning open", timeout=20)
         say("the phone scans for PROV_ devices and provisions the board (security 1)")
+        secret = str(uuid.uuid4())
         with SimBleTransport(board) as t:
             p = Provisioner(t, pop=SIM_POP, on_progress=lambda line: say("phone: " + line))
             p.establish_session()
             nets = ", ".join("%s (%d dBm)" % (e.ssid, e.rssi) for e in p.scan_wifi())
             say("phone: Wi-Fi networks the board sees: " + nets)
-            result = p.provision("roost-lab", "correct horse", user_id="demo-user",
+            result = p.provision("roost-lab", "correct horse", user_id=uid, secret=secret,
                                  on_progress=lambda line: say("phone: " + line), poll=0.5)
         say("provisioned: node %s on Wi-Fi with IP %s" % (result.node_id, result.ip))
-        board.wait_for(b"app: online", timeout=20)
+        status = _cloud_map(argparse.Namespace(dir=str(d / "cloud")), node_id, secret, token, poll=0.2)
+        say("phone: the cloud says the mapping of node %s to %s is %s" % (node_id, user, status))
+        if status != "confirmed":
+            raise CliError("user-node mapping %s" % status)
         if args.seconds:
             time.sleep(args.seconds)
         else:
@@ -116,6 +134,7 @@ def cmd_sim(args):
         pass
     finally:
         board.stop()
+        cloud.stop()
         say("stopped")
 
 
@@ -246,21 +265,27 @@ def cmd_cloud_claim_code(args):
     print(json.dumps(_cloud_call(args, "POST", "/v1/device_claims", {}, token=token)))
 
 
-def cmd_cloud_map(args):
+def _cloud_map(args, node_id, secret, token, poll=1.0, say=lambda line: None):
+    """The phone app's half of the user-node mapping: PUT, then poll until it is decided."""
     import time
-    token = _cloud_login(args)["accesstoken"]
     req = _cloud_call(args, "PUT", "/v1/user/nodes/mapping",
-                      {"node_id": args.node_id, "secret_key": args.secret, "operation": "add"}, token=token)
+                      {"node_id": node_id, "secret_key": secret, "operation": "add"}, token=token)
     rid = req["request_id"]
-    print("request %s: requested" % rid, flush=True)
+    say("request %s: requested" % rid)
     while True:
         st = _cloud_call(args, "GET", "/v1/user/nodes/mapping?request_id=" + rid, token=token)
         if st["request_status"] != "requested":
-            break
-        time.sleep(1)
-    print("request %s: %s" % (rid, st["request_status"]))
-    if st["request_status"] != "confirmed":
-        raise CliError("node %s was not mapped: %s" % (args.node_id, st["request_status"]))
+            return st["request_status"]
+        time.sleep(poll)
+
+
+def cmd_cloud_map(args):
+    token = _cloud_login(args)["accesstoken"]
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    status = _cloud_map(args, args.node_id, args.secret, token, say=say)
+    say("node %s: %s" % (args.node_id, status))
+    if status != "confirmed":
+        raise CliError("node %s was not mapped: %s" % (args.node_id, status))
 
 
 def parser():
@@ -279,7 +304,9 @@ def parser():
 
     s = sub.add_parser("sim", help="the product demo on a simulated board (what `make sim` runs)")
     s.add_argument("--dir", default=".sim", help="working folder for images and logs")
-    s.add_argument("--heap", default="100K", help="MicroPython heap size of the board")
+    s.add_argument("--heap", default="128K",
+                   help="MicroPython heap size of the board (default 128K: TLS MQTT fits in 100K "
+                        "with ~15 KB to spare on this 64-bit simulator; an ESP32 has more)")
     s.add_argument("--seconds", type=float, default=0, help="stop after this long (default: Ctrl-C)")
     s.set_defaults(fn=cmd_sim)
 

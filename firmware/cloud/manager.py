@@ -86,42 +86,51 @@ class Cloud:
         self._wake = asyncio.Event()
 
     async def run(self):
-        """Until cancelled (the app cancels it when Wi-Fi drops)."""
-        attempt = failures = 0
+        """Until cancelled (the app cancels it when Wi-Fi drops). Nothing in one round,
+        not even a MemoryError, ends the cloud phase: it is logged and the round retried."""
+        self._attempt = self._failures = 0
         try:
             while True:
-                rec = self.store.get("bootstrap")
-                if not rec["done"] or self.want_bootstrap:
-                    rec = await self._bootstrap(rec)
-                    if rec is None:
-                        await self._pause(attempt)
-                        attempt += 1
-                        continue
                 try:
-                    client = await self._connect(rec)
+                    await self._round()
                 except Exception as e:
-                    refused = isinstance(e, MQTTError) and e.code in (4, 5)
-                    failures += 1
-                    if refused:
-                        log.error("cloud", "broker refused the credentials (%s): bootstrapping again"
-                                  % _why(e))
-                    else:
-                        log.warning("cloud", "cannot reach the broker (%s)" % _why(e))
-                    if refused or failures >= _REBOOTSTRAP_AFTER:
-                        self.want_bootstrap = True
-                        failures = 0
-                    await self._pause(attempt)
-                    attempt += 1
-                    continue
-                attempt = failures = 0
-                err = await self._session(client, rec)
-                if not self.want_bootstrap:
-                    log.warning("cloud", "MQTT link lost (%s)" % _why(err))
-                    await self._pause(0)
+                    log.error("cloud", "unexpected %s; retrying" % _why(e))
+                    await self._pause(self._attempt)
+                    self._attempt += 1
         finally:
             if self.client is not None:
                 await self.client.close()
                 self.client = None
+
+    async def _round(self):
+        """Bootstrap if needed, connect, serve until the link dies; waits before returning."""
+        rec = self.store.get("bootstrap")
+        if not rec["done"] or self.want_bootstrap:
+            rec = await self._bootstrap(rec)
+            if rec is None:
+                await self._pause(self._attempt)
+                self._attempt += 1
+                return
+        try:
+            client = await self._connect(rec)
+        except Exception as e:
+            refused = isinstance(e, MQTTError) and e.code in (4, 5)
+            self._failures += 1
+            if refused:
+                log.error("cloud", "broker refused the credentials (%s): bootstrapping again" % _why(e))
+            else:
+                log.warning("cloud", "cannot reach the broker (%s)" % _why(e))
+            if refused or self._failures >= _REBOOTSTRAP_AFTER:
+                self.want_bootstrap = True
+                self._failures = 0
+            await self._pause(self._attempt)
+            self._attempt += 1
+            return
+        self._attempt = self._failures = 0
+        err = await self._session(client, rec)
+        if not self.want_bootstrap:
+            log.warning("cloud", "MQTT link lost (%s)" % _why(err))
+            await self._pause(0)
 
     async def _pause(self, attempt):
         s = backoff(attempt, _BACKOFF_BASE_S, _BACKOFF_CAP_S)

@@ -127,6 +127,7 @@ class Provisioning:
                         return True
                 else:
                     connected_at = None
+            self._stop()       # before saying so: whoever reads the log finds the radio quiet
             log.warning("prov", "provisioning window timed out")
             return False
         finally:
