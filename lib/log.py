@@ -49,6 +49,12 @@ def _emit(lvl, tag, msg, kw):
         s(line)
 
 
+def why(e):
+    """An exception as a log line shows it: "OSError [Errno 104] ECONNRESET", or the bare
+    type name when it carries no message."""
+    return "%s %s" % (type(e).__name__, e) if str(e) else type(e).__name__
+
+
 def debug(tag, msg, **kw):
     _emit(DEBUG, tag, msg, kw)
 

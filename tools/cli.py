@@ -16,6 +16,16 @@ class CliError(Exception):
 SIM_POP = "abcd1234"   # the demo board's proof of possession (printed on its label, so to speak)
 
 
+def _wait_for_stop():
+    """Block until Ctrl-C or SIGTERM: how a long-running subcommand ends."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+
+
 def cmd_board(args):
     from tools.sim.board import Board
     from tools.sim.world import World
@@ -29,12 +39,7 @@ def cmd_board(args):
     board.on_ports = announce
     board.start()
     announce(board.ports())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+    _wait_for_stop()
     board.stop()
 
 
@@ -129,7 +134,7 @@ def cmd_sim(args):
             time.sleep(args.seconds)
         else:
             say("running; Ctrl-C to stop")
-            threading.Event().wait()
+            _wait_for_stop()
     except KeyboardInterrupt:
         pass
     finally:
@@ -204,12 +209,8 @@ def cmd_cloud_serve(args):
     logger = logging.getLogger("roost.cloud")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+        _wait_for_stop()
     finally:
         cloud.stop()
 
@@ -217,33 +218,25 @@ def cmd_cloud_serve(args):
 def _cloud_call(args, method, path, body=None, token=None):
     """One request to the cloud running for --dir; returns the decoded JSON answer."""
     import os
-    import urllib.error
-    import urllib.request
+    from tools.cloud.client import call
     state_path = os.path.join(args.dir, "cloud.json")
     try:
         with open(state_path) as f:
             state = json.load(f)
     except (OSError, ValueError):
         raise CliError("no cloud in %s (start one: roost cloud serve --dir %s)" % (args.dir, args.dir))
-    headers = {"Authorization": "Bearer " + (token or state["admin_token"])}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(state["http_url"] + path, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        try:
-            answer = json.loads(e.read())
-            why = answer.get("error") or answer.get("description") or answer
-        except ValueError:
-            why = e.reason
-        raise CliError("%s %s: HTTP %d: %s" % (method, path, e.code, why)) from None
+        status, answer = call(state["http_url"], method, path, body, token or state["admin_token"])
     except OSError as e:
         raise CliError("cloud at %s not reachable (%s); is `roost cloud serve --dir %s` running?"
-                       % (state["http_url"], getattr(e, "reason", e), args.dir)) from None
+                       % (state["http_url"], e, args.dir)) from None
+    if status >= 400:
+        if isinstance(answer, dict):
+            why = answer.get("error") or answer.get("description") or answer
+        else:
+            why = answer.decode(errors="replace").strip() or "no details"
+        raise CliError("%s %s: HTTP %d: %s" % (method, path, status, why))
+    return answer if answer != b"" else {}
 
 
 def _cloud_login(args):

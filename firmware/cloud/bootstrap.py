@@ -98,7 +98,7 @@ async def fetch(factory, external_id):
     except HTTPError as e:      # it answered, but not in HTTP we can use
         raise BootstrapError("bad answer from %s (%s)" % (url, e))
     except Exception as e:      # OSError, timeout: down, unreachable, or silent
-        raise BootstrapError("no answer from %s (%s)" % (url, _reason(e)))
+        raise BootstrapError("no answer from %s (%s)" % (url, log.why(e)))
     if status != 200:
         raise BootstrapError("HTTP %d: %s" % (status, _MEANING.get(status, "server error")), status)
     if secure:
@@ -111,7 +111,3 @@ async def fetch(factory, external_id):
         if not secure:
             raise
         raise BootstrapError("%s: wrong encrypt key or tampered response" % e, status)
-
-
-def _reason(e):
-    return "%s %s" % (type(e).__name__, e) if str(e) else type(e).__name__

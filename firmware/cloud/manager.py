@@ -59,16 +59,6 @@ def broker(rec, factory):
     return tls, host, port
 
 
-def _heap_free():
-    import gc
-    gc.collect()
-    return gc.mem_free()
-
-
-def _why(e):
-    return "%s %s" % (type(e).__name__, e) if str(e) else type(e).__name__
-
-
 class Cloud:
     def __init__(self, store, node_id, tls=None):
         """tls: an SSLContext trusting the factory CA (firmware/cloud/tls.py), or None."""
@@ -81,6 +71,7 @@ class Cloud:
         self.client = None
         self.claim = Claim(store, node_id)
         self.commands = {"rebootstrap": self._cmd_rebootstrap}
+        self._request_topic = None      # bytes: channels/<control>/messages/req, once connected
         self._control = None
         self._inbox = []
         self._wake = asyncio.Event()
@@ -94,7 +85,7 @@ class Cloud:
                 try:
                     await self._round()
                 except Exception as e:
-                    log.error("cloud", "unexpected %s; retrying" % _why(e))
+                    log.error("cloud", "unexpected %s; retrying" % log.why(e))
                     await self._pause(self._attempt)
                     self._attempt += 1
         finally:
@@ -117,9 +108,9 @@ class Cloud:
             refused = isinstance(e, MQTTError) and e.code in (4, 5)
             self._failures += 1
             if refused:
-                log.error("cloud", "broker refused the credentials (%s): bootstrapping again" % _why(e))
+                log.error("cloud", "broker refused the credentials (%s): bootstrapping again" % log.why(e))
             else:
-                log.warning("cloud", "cannot reach the broker (%s)" % _why(e))
+                log.warning("cloud", "cannot reach the broker (%s)" % log.why(e))
             if refused or self._failures >= _REBOOTSTRAP_AFTER:
                 self.want_bootstrap = True
                 self._failures = 0
@@ -129,7 +120,7 @@ class Cloud:
         self._attempt = self._failures = 0
         err = await self._session(client, rec)
         if not self.want_bootstrap:
-            log.warning("cloud", "MQTT link lost (%s)" % _why(err))
+            log.warning("cloud", "MQTT link lost (%s)" % log.why(err))
             await self._pause(0)
 
     async def _pause(self, attempt):
@@ -149,7 +140,7 @@ class Cloud:
             broker(new, self.factory)     # refuse a config we could not use
         except Exception as e:      # also MemoryError, a bug: the device keeps serving
             known = isinstance(e, (BootstrapError, CloudError))
-            log.error("cloud", "bootstrap failed: %s" % (e if known else _why(e)))
+            log.error("cloud", "bootstrap failed: %s" % (e if known else log.why(e)))
             return rec if rec["done"] else None
         finally:
             fetch = BootstrapError = None
@@ -167,8 +158,9 @@ class Cloud:
                        keepalive=_KEEPALIVE_S, ssl=self.tls if tls else None, server_hostname=host if tls else None,
                        timeout=_STEP_TIMEOUT_S, callback=self._on_message)
         await c.connect()
+        from firmware import board      # loaded by the app already; not needed to import this module
         log.info("cloud", "MQTT connected to %s:%d%s as %s, heap free %d" % (
-            host, port, " (TLS)" if tls else "", rec["thing_id"], _heap_free()))
+            host, port, " (TLS)" if tls else "", rec["thing_id"], board.heap()[0]))
         return c
 
     def _control_channel(self, rec):
@@ -182,15 +174,16 @@ class Cloud:
         """Onboarding steps, then commands, until the link dies; returns why it died."""
         self.client = client
         self._control = self._control_channel(rec)
+        self._request_topic = ("channels/%s/messages/req" % self._control).encode() if self._control else None
         self._inbox = []
         watch = asyncio.create_task(self._watch(client))
         try:
             if self._control:
                 try:
-                    await client.subscribe("channels/%s/messages/req" % self._control, qos=1)
+                    await client.subscribe(self._request_topic, qos=1)
                 except MQTTError as e:   # an inactive config: channels are closed to us
                     log.warning("cloud", "no control channel: %s" % e)
-                    self._control = None
+                    self._control = self._request_topic = None
             await report_mapping(client, self.store, self.node_id)
             if self.claim.pending():
                 await self.claim.present(client)
@@ -213,9 +206,9 @@ class Cloud:
 
     def _on_message(self, topic, msg, retained, dup):
         # Runs in the MQTT reader task: decide, queue, return.
-        if topic == self.claim.result_topic.encode():
+        if topic == self.claim.result_topic:
             self.claim.on_message(msg)
-        elif self._control and topic == ("channels/%s/messages/req" % self._control).encode():
+        elif topic == self._request_topic:
             if len(self._inbox) < _INBOX:
                 self._inbox.append(msg)
                 self._wake.set()

@@ -52,7 +52,7 @@ class Claim:
     def __init__(self, store, node_id):
         self.store = store
         self.topic = "node/%s/claim" % node_id
-        self.result_topic = self.topic + "/result"
+        self.result_topic = (self.topic + "/result").encode()   # bytes, as topics arrive
         self._answer = None
         self._got = asyncio.Event()
 

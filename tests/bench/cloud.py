@@ -1,8 +1,6 @@
 """Cloud onboarding on the simulated board with the local cloud (Mosquitto, TLS): time from the
 phone seeing "Wi-Fi connected" to the owner's status poll seeing "confirmed", and the heap the
 board has left with its TLS MQTT connection up."""
-import http.client
-import json
 import re
 import statistics
 import tempfile
@@ -10,6 +8,7 @@ import time
 from pathlib import Path
 
 from tools import deploy
+from tools.cloud.client import call
 from tools.cloud.local import LocalCloud
 from tools.prov.client import Provisioner
 from tools.prov.transport import SimBleTransport
@@ -22,13 +21,7 @@ MAPPED = re.compile(rb"(\d+) INFO cloud: user mapping delivered")
 
 
 def _api(cloud, method, path, token, body=None):
-    conn = http.client.HTTPConnection("127.0.0.1", cloud.http_port, timeout=5)
-    try:
-        conn.request(method, path, body=json.dumps(body) if body else None,
-                     headers={"Authorization": "Bearer " + token})
-        return json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
+    return call(cloud.http_url, method, path, body, token, timeout=5)[1]
 
 
 def run(rows, runs=5, heaps=("100K", "128K")):

@@ -1,13 +1,12 @@
 """A provisioned board onboards to the local cloud: bootstrap (plain or secure), TLS MQTT as its
 thing, the user-node mapping confirmed by the owner's status poll, the claim code; and what it
 does when the cloud misbehaves (refusals, outages, rotated credentials)."""
-import http.client
-import json
 import re
 import time
 
 import pytest
 
+from tools.cloud.client import call
 from tools.cloud.local import LocalCloud
 from tools.prov.client import Provisioner
 from tools.prov.transport import SimBleTransport
@@ -67,17 +66,10 @@ def onboard(new_board, cloud):
 
 
 def api(cloud, method, path, token, body=None):
-    """The phone app's HTTPS calls to the cloud (plain HTTP on the local cloud)."""
-    conn = http.client.HTTPConnection("127.0.0.1", cloud.http_port, timeout=5)
-    try:
-        conn.request(method, path, body=None if body is None else json.dumps(body),
-                     headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-        r = conn.getresponse()
-        data = r.read()
-        assert r.status == 200, (r.status, data)
-        return json.loads(data)
-    finally:
-        conn.close()
+    """The phone app's calls to the cloud (plain HTTP on the local cloud); must succeed."""
+    status, answer = call(cloud.http_url, method, path, body, token, timeout=5)
+    assert status == 200, (status, answer)
+    return answer
 
 
 def map_request(cloud, token, node_id, secret):

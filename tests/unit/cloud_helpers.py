@@ -1,13 +1,12 @@
 """Test helpers for the local cloud: a started LocalCloud, HTTP calls, and a paho client acting as
 a device's thing over TLS (real Mosquitto, real HTTP)."""
-import http.client
-import json
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from tools.cloud import client
 from tools.cloud.broker import find_mosquitto
 
 
@@ -24,25 +23,8 @@ def start_cloud(directory, **kw):
 
 
 def call(cloud, method, path, body=None, token=None, raw=None, headers=None):
-    """(status, decoded JSON or raw bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", cloud.http_port, timeout=5)
-    try:
-        hdrs = dict(headers or {})
-        if token:
-            hdrs["Authorization"] = "Bearer " + token
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            hdrs["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=hdrs)
-        r = conn.getresponse()
-        payload = r.read()
-        try:
-            return r.status, json.loads(payload)
-        except ValueError:
-            return r.status, payload
-    finally:
-        conn.close()
+    """(status, decoded JSON or raw bytes) from this cloud's HTTP port."""
+    return client.call(cloud.http_url, method, path, body, token, raw, headers, timeout=5)
 
 
 class Thing:

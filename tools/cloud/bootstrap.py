@@ -33,7 +33,7 @@ except ImportError:                 # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 
 from . import db as dbmod
-from .http import HTTPService, Response, Router, error, json_response
+from .http import HTTPService, Response, Router, bearer_ok, error, json_response
 
 DEFAULT_ENCRYPT_KEY = "12345678910111213141516171819202"   # Mainflux code default (AES-256)
 
@@ -213,8 +213,7 @@ class BootstrapService:
     # --- management ---
 
     def _authorized(self, req):
-        auth = req.header("Authorization") or ""
-        return auth.startswith("Bearer ") and secrets.compare_digest(auth[7:], self.token)
+        return bearer_ok(req, self.token)
 
     @staticmethod
     def _json_body(req):

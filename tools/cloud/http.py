@@ -10,6 +10,7 @@ Unknown path -> 404, known path with another method -> 405.
 """
 import json
 import re
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -26,6 +27,12 @@ class Response:
 
 def json_response(obj, status=200, headers=None):
     return Response(status, json.dumps(obj) + "\n", "application/json", headers)
+
+
+def bearer_ok(req, token):
+    """Does the request carry `Authorization: Bearer <token>`? (constant-time compare)"""
+    auth = req.header("Authorization") or ""
+    return auth.startswith("Bearer ") and secrets.compare_digest(auth[7:], token)
 
 
 def error(status, message):

@@ -26,7 +26,7 @@ from . import db as dbmod
 from .bootstrap import DEFAULT_ENCRYPT_KEY, BootstrapService
 from .broker import Broker
 from .claims import ClaimService
-from .http import HTTPService, Router, error, json_response
+from .http import HTTPService, Router, bearer_ok, error, json_response
 from .mapping import MappingService
 from .pki import PKI
 from .users import Users, json_object
@@ -91,9 +91,9 @@ class LocalCloud:
                                           on_change=self._config_changed)
         for service in (self.users, self.mapping, self.claims):
             service.register(self.router)
-        self.router.add("POST", "/admin/users", self._admin_add_user)
-        self.router.add("POST", "/admin/devices", self._admin_add_device)
-        self.router.add("GET", "/admin/nodes/{node_id}", self._admin_node)
+        self.router.add("POST", "/admin/users", self._admin_only(self._admin_add_user))
+        self.router.add("POST", "/admin/devices", self._admin_only(self._admin_add_device))
+        self.router.add("GET", "/admin/nodes/{node_id}", self._admin_only(self._admin_node))
         self.http = None
 
         self._messages = []                       # (topic, payload) seen by the cloud's client
@@ -341,13 +341,14 @@ class LocalCloud:
 
     # --- admin HTTP (Authorization: Bearer <admin token>) -------------------------------------
 
-    def _admin(self, req):
-        auth = req.header("Authorization") or ""
-        return auth.startswith("Bearer ") and secrets.compare_digest(auth[7:], self.admin_token)
+    def _admin_only(self, handler):
+        def guarded(req):
+            if not bearer_ok(req, self.admin_token):
+                return error(401, "admin token required")
+            return handler(req)
+        return guarded
 
     def _admin_add_user(self, req):
-        if not self._admin(req):
-            return error(401, "admin token required")
         body, err = json_object(req)
         if err:
             return err
@@ -360,8 +361,6 @@ class LocalCloud:
         return json_response({"user_id": user_id, "name": body["name"]}, 201)
 
     def _admin_add_device(self, req):
-        if not self._admin(req):
-            return error(401, "admin token required")
         body, err = json_object(req)
         if err:
             return err
@@ -376,8 +375,6 @@ class LocalCloud:
         return json_response(self.factory_for(node_id, secure=bool(body.get("secure"))), 201)
 
     def _admin_node(self, req):
-        if not self._admin(req):
-            return error(401, "admin token required")
         node_id = req.params["node_id"]
         cfg = self.device(node_id)
         if cfg is None:
