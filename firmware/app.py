@@ -34,6 +34,7 @@ class App:
         self.state = "booting"
         # The button (or a cloud command) asks by rebooting with this note: see button().
         self.reprovision = board.boot_note() == _NOTE_REPROVISION
+        self.registrar = None       # the self-registration task's object while online
 
     async def blink(self):
         on = False
@@ -67,6 +68,15 @@ class App:
                 board.boot_note(_NOTE_REPROVISION)
                 board.reset()
 
+    async def console(self):
+        # The serial console's code is loaded by the first character typed: until then it
+        # costs one stream reader, not the few KB a line editor and its commands take.
+        import sys
+        reader = asyncio.StreamReader(sys.stdin)
+        first = await reader.read(1)
+        from firmware.console import Console
+        await Console(self, reader).run(first)
+
     async def provision(self):
         from firmware.prov.manager import Provisioning
         self.state = "provisioning"
@@ -79,6 +89,7 @@ class App:
     async def run(self):
         asyncio.create_task(self.blink())
         asyncio.create_task(self.button())
+        asyncio.create_task(self.console())
         backoff = _JOIN_BACKOFF_MS
         while True:
             if self.reprovision or not self.store.wifi_networks():
@@ -102,23 +113,35 @@ class App:
                 await asyncio.sleep_ms(backoff)
                 backoff = min(backoff * 2, _JOIN_BACKOFF_MAX_MS)
 
+    def key_changed(self):
+        """The console stored a new registration key: register now, not at the next retry."""
+        if self.registrar is not None:
+            self.registrar.wake.set()
+
     async def online(self):
         """Connected: run the cloud phase until the link is lost."""
         self.state = "online"
         log.info("app", "online, heap free %d" % board.heap()[0])
-        cloud = None
-        if self.store.factory["endpoints"]["bootstrap"]:
+        factory = self.store.factory
+        endpoints = factory["endpoints"]
+        tasks = []
+        tls = None
+        if endpoints["bootstrap"] or endpoints["registration"]:
             # The TLS context first: it needs one contiguous ~3 KB block, which the heap still
             # has now but may not once the cloud code is loaded around the holes provisioning left.
             from firmware.cloud.tls import context
             try:
-                tls = context(self.store.factory["ca_cert"])
+                tls = context(factory["ca_cert"])
             except Exception as e:      # a damaged CA must not take the device down
                 log.error("app", "factory CA unusable (%r): no TLS broker possible" % (e,))
-                tls = None
+        if endpoints["registration"]:
+            from firmware.cloud.registration import Registrar
+            self.registrar = Registrar(self.store, factory["serial"] or self.node_id, tls)
+            tasks.append(asyncio.create_task(self.registrar.run()))
+        if endpoints["bootstrap"]:
             from firmware.cloud.manager import Cloud
-            cloud = asyncio.create_task(Cloud(self.store, self.node_id, tls).run())
-        else:
+            tasks.append(asyncio.create_task(Cloud(self.store, self.node_id, tls).run()))
+        if not tasks:
             log.info("app", "no cloud in the factory config: staying local")
         try:
             while True:
@@ -127,8 +150,9 @@ class App:
                     log.warning("app", "Wi-Fi lost; rejoining")
                     return
         finally:
-            if cloud is not None:
-                cloud.cancel()      # its sockets are dead anyway; it closes them on the way out
+            self.registrar = None
+            for t in tasks:
+                t.cancel()      # their sockets are dead anyway; they close them on the way out
 
 
 def banner(node_id):

@@ -20,10 +20,12 @@ _SCHEMA = {
     # to use the encrypted variant (with bootstrap_enc_key, the server's shared AES key),
     # the Authorization prefix ("Thing ", "Client " or "" by server generation), and the
     # CA (PEM) that signs the broker's certificate.
+    # Self-registration (docs/registration.md): the serial it registers as (the node ID if
+    # empty), and whether the original midPoint's plain-text answer is acceptable.
     FACTORY: (1, '{"node_id":"","pop":"","serial":"","endpoints":{"bootstrap":"",'
                  '"registration":"","mqtt":"","thingspeak":""},"external_id":"",'
                  '"external_key":"","bootstrap_enc_key":"","bootstrap_secure":false,'
-                 '"auth_prefix":"Thing ","ca_cert":"",'
+                 '"auth_prefix":"Thing ","ca_cert":"","registration_plaintext":false,'
                  '"sensors":[],"sinks":[],'
                  # Local provisioning: security scheme (0 only for development), the
                  # transports, how long the window stays open, the SoftAP passphrase
@@ -82,11 +84,14 @@ def defaults(name):
 
 def normalize(name, d):
     """Enforce record invariants on a (defaults-filled) dict before it is stored."""
-    if name == FACTORY and type(d.get("prov")) is dict:
-        # A factory file may give only some provisioning settings: the rest keep defaults.
-        prov = defaults(FACTORY)["prov"]
-        prov.update(d["prov"])
-        d["prov"] = prov
+    if name == FACTORY:
+        # A factory file may give only some provisioning settings or endpoints: the rest
+        # keep their defaults.
+        full = defaults(FACTORY)
+        for part in ("prov", "endpoints"):
+            if type(d.get(part)) is dict:
+                full[part].update(d[part])
+                d[part] = full[part]
     if name == "wifi":
         nets = d["networks"]
         if type(nets) is not list:

@@ -183,6 +183,39 @@ def cmd_provision_qr(args):
     print(payload)
 
 
+def _console(args):
+    from tools.console import Console
+    return Console(args.port)
+
+
+def cmd_console_set_key(args):
+    key = args.key
+    if not key:
+        import getpass
+        key = getpass.getpass("registration key: ")
+    with _console(args) as c:
+        out = c.firmware("set_key", key)
+        print(out.strip())
+        c.restart()
+    if "registration key stored" not in out:
+        raise CliError("the board did not store the key")
+    print("firmware restarted: it registers once it is online")
+
+
+def cmd_console_status(args):
+    with _console(args) as c:
+        print(c.firmware("status").strip())
+        c.restart()
+
+
+def cmd_console_factory_reset(args):
+    if not args.yes:
+        raise CliError("factory reset erases Wi-Fi networks, keys and registration: add --yes")
+    with _console(args) as c:
+        print(c.firmware("factory_reset").strip())
+        c.restart()
+
+
 def cmd_cloud_serve(args):
     """The local cloud until Ctrl-C/SIGTERM; state (ports, users, devices, certificates) in --dir."""
     import logging
@@ -251,6 +284,17 @@ def cmd_cloud_device_add(args):
     factory = _cloud_call(args, "POST", "/admin/devices", {"node_id": args.node_id, "secure": args.secure,
                                                            "active": not args.inactive})
     print(json.dumps(factory, indent=1))
+
+
+def cmd_cloud_org_add(args):
+    body = {"name": args.name}
+    if args.key:
+        body["registration_key"] = args.key
+    print(_cloud_call(args, "POST", "/admin/orgs", body)["registration_key"])
+
+
+def cmd_cloud_channel_rotate(args):
+    print(_cloud_call(args, "POST", "/admin/channels/%d/rotate" % args.channel_id)["write_key"])
 
 
 def cmd_cloud_claim_code(args):
@@ -341,7 +385,22 @@ def parser():
     q.add_argument("--username", help="(security 2) SRP username, e.g. wifiprov")
     q.set_defaults(fn=cmd_provision_qr)
 
-    c = sub.add_parser("cloud", help="the local cloud: bootstrap, MQTT broker (TLS), user mapping, claim codes")
+    k = sub.add_parser("console", help="the board's serial console: registration key, status, factory reset")
+    ks = k.add_subparsers(dest="console_cmd", required=True)
+
+    def console_cmd(name, fn, help):
+        x = ks.add_parser(name, help=help)
+        x.add_argument("--port", required=True, help="serial port or socket://host:port (simulated board)")
+        x.set_defaults(fn=fn)
+        return x
+    x = console_cmd("set-key", cmd_console_set_key, "store the registration key (then the board registers)")
+    x.add_argument("key", nargs="?", help="XXXXXXXX-XXXXXXXX (asked for without echo if left out)")
+    console_cmd("status", cmd_console_status, "show the board's state (no secrets)")
+    x = console_cmd("factory-reset", cmd_console_factory_reset, "erase user data, keep the factory config")
+    x.add_argument("--yes", action="store_true", help="really erase")
+
+    c = sub.add_parser("cloud", help="the local cloud: bootstrap, MQTT broker (TLS), user mapping, claim codes, "
+                                        "self-registration, ThingSpeak")
     cs = c.add_subparsers(dest="cloud_cmd", required=True)
 
     def cloud_cmd(name, fn, help, parent=cs):
@@ -368,6 +427,15 @@ def parser():
     x.add_argument("node_id")
     x.add_argument("--secure", action="store_true", help="the device uses the secure (encrypted) bootstrap")
     x.add_argument("--inactive", action="store_true", help="start inactive: no channel access yet")
+    co = cs.add_parser("org", help="midPoint organisations (self-registration with a registration key)")
+    cos = co.add_subparsers(dest="cloud_org_cmd", required=True)
+    x = cloud_cmd("add", cmd_cloud_org_add, "add an organisation; prints its registration key", cos)
+    x.add_argument("name")
+    x.add_argument("--key", help="the registration key XXXXXXXX-XXXXXXXX (default: a new random one)")
+    cc = cs.add_parser("channel", help="ThingSpeak channels")
+    ccs = cc.add_subparsers(dest="cloud_channel_cmd", required=True)
+    x = cloud_cmd("rotate", cmd_cloud_channel_rotate, "give a channel a new write key; prints it", ccs)
+    x.add_argument("channel_id", type=int)
     x = cloud_cmd("claim-code", cmd_cloud_claim_code, "get a claim code for a user")
     x.add_argument("--user", required=True)
     x.add_argument("--password", required=True)

@@ -2,6 +2,8 @@
 
     with Console("socket://127.0.0.1:4000") as c:      # or "/dev/ttyUSB0"
         print(c.exec("import gc; print(gc.mem_free())"))
+        print(c.firmware("set_key", "HQ481047-1JWORF43"))   # firmware/console.py's commands
+        c.restart()                                          # soft reset: the firmware runs again
 
 exec() interrupts the running firmware (Ctrl-C) and uses the raw REPL without a soft reset,
 exactly like `mpremote connect PORT resume exec ...`.
@@ -66,3 +68,24 @@ class Console:
     def eval(self, expr):
         import ast
         return ast.literal_eval(self.exec("print(repr(%s))" % expr).strip())
+
+    def firmware(self, command, *args):
+        """Run one of the firmware's console commands (firmware/console.py: set_key, status,
+        factory_reset) through the raw REPL; returns what the board printed. The firmware stays
+        stopped until restart()."""
+        call = "console.%s(%s)" % (command, ", ".join(repr(a) for a in args))
+        return self.exec("from firmware import console\n" + call)
+
+    def restart(self, timeout=5):
+        """Soft reset from the friendly REPL (Ctrl-D), as a person would: boot.py and main.py
+        run again. (A soft reset from the raw REPL would skip main.py.)"""
+        try:
+            if self.t.in_raw_repl:
+                self.t.exit_raw_repl()
+                self.t.read_until(1, b">>> ", timeout=timeout)
+            self.t.serial.write(b"\x04")
+            out = self.t.read_until(1, b"soft reboot", timeout=timeout)
+        except TransportError as e:
+            raise ConsoleError("console %s: %s" % (self.port, e))
+        if not out.endswith(b"soft reboot"):
+            raise ConsoleError("the board did not restart after Ctrl-D")

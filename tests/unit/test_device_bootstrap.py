@@ -1,13 +1,12 @@
 """The device's bootstrap client (firmware/cloud/bootstrap.py, lib/httpc.py) under the MicroPython
 unix port, against the local cloud's real bootstrap service and against broken servers."""
 import json
-import socket
-import threading
 from pathlib import Path
 
 import pytest
 
 from mpy import run_mpy
+from raw_server import RawServer, closed_port, reply
 from tools.cloud.bootstrap import DEFAULT_ENCRYPT_KEY, BootstrapService
 from tools.cloud.db import Database
 
@@ -158,42 +157,6 @@ def test_wrong_encrypt_key_is_refused_before_use(cloud):
 
 # --- broken servers ------------------------------------------------------------------------------
 
-class RawServer:
-    """Answers every connection with a fixed byte string (or tampers with a real answer)."""
-
-    def __init__(self, respond):
-        self.respond = respond
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with c:
-                req = b""
-                while b"\r\n\r\n" not in req:
-                    part = c.recv(4096)
-                    if not part:
-                        break
-                    req += part
-                data = self.respond(req)
-                if data:
-                    c.sendall(data)
-
-    def close(self):
-        self.sock.close()
-
-
-def reply(body, status="200 OK", extra=""):
-    return ("HTTP/1.1 %s\r\nContent-Length: %d\r\n%s\r\n" % (status, len(body), extra)).encode() + body
-
-
 @pytest.mark.parametrize("response,words", [
     (reply(b"{not json"), "not JSON"),
     (reply(b'{"thing_id":"x"}'), "no thing ID/key"),
@@ -242,9 +205,5 @@ def test_tampered_secure_response_is_refused(cloud):
 
 
 def test_server_down_is_a_clear_error():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()                      # nothing listens there now
-    got = fetch(factory("http://127.0.0.1:%d" % port), "node-1")
+    got = fetch(factory("http://127.0.0.1:%d" % closed_port()), "node-1")
     assert "no answer" in got["error"] and got["status"] == 0

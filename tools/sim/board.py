@@ -213,6 +213,12 @@ class Board:
             if chunk == b"\x03" and self.uart_intr:
                 self.interrupt()
             elif chunk:
+                # What follows a Ctrl-C (mpremote's Ctrl-A) is for the REPL, not for firmware
+                # that reads the UART: a chip raises the interrupt within microseconds, ours on
+                # its next air call, so hold the bytes until it has been raised.
+                deadline = time.monotonic() + 2.0
+                while self._intr_pending is not None and time.monotonic() < deadline:
+                    time.sleep(0.005)
                 p = self.proc
                 try:
                     p.stdin.write(chunk)

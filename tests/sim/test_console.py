@@ -1,0 +1,141 @@
+"""A person at a terminal on the board's serial console, and `roost console` doing the same jobs
+through the raw REPL: the registration key (masked, validated), status, factory reset. The key
+never appears on the console in clear, and a refused key changes nothing."""
+import re
+import time
+
+import pytest
+
+from tools import cli
+
+POP = "abcd1234"
+FACTORY = {"pop": POP, "serial": "74743827342",
+           "endpoints": {"registration": "http://cloud.roost.local/midpoint/ws/iot/devices"}}
+PROMPT = "roost> "
+
+
+@pytest.fixture
+def powered(new_board):
+    """A board out of the box (no Wi-Fi yet: in its provisioning window)."""
+    b = new_board(factory=FACTORY)
+    b.wait_for(b"provisioning open for", timeout=15)
+    return b
+
+
+def type_(board, text, wait_for=None, timeout=5):
+    """Type like a person: one character at a time. Returns what the console showed meanwhile
+    (up to `wait_for`, or a short pause)."""
+    mark = board.mark()
+    for ch in text.encode():
+        board.write_console(bytes([ch]))
+        time.sleep(0.003)
+    if wait_for:
+        board.wait_for(wait_for, since=mark, timeout=timeout)
+    else:
+        time.sleep(0.3)
+    return bytes(board.out[mark:]).decode(errors="replace")
+
+
+def command(board, line, answer):
+    """Type a command line and wait for its answer and the next prompt."""
+    return type_(board, line + "\r", re.compile(re.escape(answer.encode()) + rb".*roost> ", re.S))
+
+
+def test_a_person_sets_the_key_with_a_masked_echo(powered):
+    shown = type_(powered, "\r", PROMPT)
+    assert shown.endswith(PROMPT)
+    shown = type_(powered, "key\r", "registration key: ")
+    # A typo fixed with backspace; lower case is fine.
+    shown = type_(powered, "hq481047-1jwp")
+    assert shown == "*" * 13
+    shown = type_(powered, "\x7f")
+    assert shown == "\b \b"
+    shown = type_(powered, "orf43\r", "registration key stored: HQ481047-********")
+    assert shown.startswith("*" * 5)
+    shown = command(powered, "status", "registration: key HQ481047-********, not registered yet")
+    assert "node 240AC4" in shown or "node " in shown
+    out = bytes(powered.out).decode(errors="replace").upper()
+    assert "1JWORF43" not in out and "1JWO" not in out
+
+
+@pytest.mark.parametrize("typed", ["HQ481047_1JWORF43", "HQ481047-1JWORF4", "HQ481047-1JWORF433",
+                                   "HQ48104-71JWORF43", "HQ481047-1JW RF43", "", "HQ481047-1JWÖRF43"])
+def test_malformed_keys_are_refused_and_nothing_is_stored(powered, typed):
+    type_(powered, "key\r", "registration key: ")
+    shown = type_(powered, typed + "\r", "nothing stored")
+    assert "registration key refused: a registration key looks like XXXXXXXX-XXXXXXXX" in shown
+    command(powered, "status", "registration: key not set, no key (type: key)")
+
+
+def test_a_key_typed_in_clear_on_the_command_line_is_not_taken(powered):
+    shown = command(powered, "key HQ481047-1JWORF43", "nothing stored")
+    assert "masked echo" in shown
+    command(powered, "status", "registration: key not set")
+
+
+def test_help_and_unknown_commands(powered):
+    command(powered, "help", "commands: status, key, factory-reset, reboot, help")
+    shown = command(powered, "launch-rockets", "unknown command 'launch-rockets'")
+    # Arrow keys (escape sequences) are swallowed, not taken as text.
+    command(powered, "\x1b[A\x1b[Dhelp", "commands: status")
+    assert "Traceback" not in shown
+
+
+def test_factory_reset_asks_first(powered):
+    type_(powered, "key\r", "registration key: ")
+    type_(powered, "HQ481047-1JWORF43\r", "registration key stored")
+    type_(powered, "factory-reset\r", "type yes: ")
+    type_(powered, "no\r", "factory reset cancelled")
+    command(powered, "status", "key HQ481047-********")
+    type_(powered, "factory-reset\r", "type yes: ")
+    mark = powered.mark()
+    type_(powered, "yes\r", "rebooting")
+    powered.wait_for(b"provisioning open for", since=mark, timeout=15)
+    command(powered, "status", "registration: key not set")
+
+
+def test_the_python_repl_still_works_after_typing(powered, console_of):
+    command(powered, "status", "registration:")
+    c = console_of(powered)
+    assert c.exec("print(6 * 7)").strip() == "42"
+
+
+def roost(capsys, *argv):
+    """Run `roost ...` in this process; (exit status, stdout, stderr)."""
+    try:
+        cli.main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_roost_console_set_key_status_and_factory_reset(powered, capsys):
+    port = "socket://127.0.0.1:%d" % powered.console.port
+    mark = powered.mark()
+    code, out, err = roost(capsys, "console", "set-key", "HQ481047-1JWORF43", "--port", port)
+    assert code == 0, err
+    assert "registration key stored: HQ481047-********" in out and "firmware restarted" in out
+    powered.wait_for(b"provisioning open for", since=mark, timeout=15)       # running again
+
+    code, out, err = roost(capsys, "console", "status", "--port", port)
+    assert code == 0 and "registration: key HQ481047-********, not registered yet" in out
+    assert "1JWORF43" not in out
+
+    code, out, err = roost(capsys, "console", "set-key", "HQ481047-1JWORF4", "--port", port)
+    assert code == 1 and "refused" in out and "did not store the key" in err
+
+    code, out, err = roost(capsys, "console", "factory-reset", "--port", port)
+    assert code == 1 and "--yes" in err
+    mark = powered.mark()
+    code, out, err = roost(capsys, "console", "factory-reset", "--yes", "--port", port)
+    assert code == 0 and "factory reset done" in out
+    powered.wait_for(b"provisioning open for", since=mark, timeout=15)
+    code, out, err = roost(capsys, "console", "status", "--port", port)
+    assert "registration: key not set" in out
+
+
+def test_roost_console_without_a_board_fails_in_one_line(capsys):
+    code, out, err = roost(capsys, "console", "status", "--port", "socket://127.0.0.1:1")
+    assert code == 1 and err.count("\n") == 1 and "cannot open console" in err
