@@ -35,6 +35,8 @@ class App:
         # The button (or a cloud command) asks by rebooting with this note: see button().
         self.reprovision = board.boot_note() == _NOTE_REPROVISION
         self.registrar = None       # the self-registration task's object while online
+        self._tasks = []            # the online phase's tasks, cancelled when it ends
+        self._tls = None
 
     async def blink(self):
         on = False
@@ -69,13 +71,25 @@ class App:
                 board.reset()
 
     async def console(self):
-        # The serial console's code is loaded by the first character typed: until then it
-        # costs one stream reader, not the few KB a line editor and its commands take.
+        # The serial console's code is loaded by the first character of a line and dropped
+        # when the line is served: between commands it costs one stream reader, not the
+        # ~7 KB (64-bit) of a line editor and its commands, which provisioning needs.
         import sys
         reader = asyncio.StreamReader(sys.stdin)
-        first = await reader.read(1)
-        from firmware.console import Console
-        await Console(self, reader).run(first)
+        while True:
+            first = await reader.read(1)
+            if first == "\r":          # Enter alone (also mpremote's "\r" before its Ctrl-C)
+                sys.stdout.write("\r\nroost> ")
+                continue
+            if not " " <= first <= "~":
+                continue
+            try:
+                from firmware.console import Console
+                await Console(self, reader).run(first)
+                del Console
+            except MemoryError:
+                print("\r\nconsole: not enough memory right now; try again in a moment")
+            unload("firmware.console")
 
     async def provision(self):
         from firmware.prov.manager import Provisioning
@@ -117,6 +131,17 @@ class App:
         """The console stored a new registration key: register now, not at the next retry."""
         if self.registrar is not None:
             self.registrar.wake.set()
+        elif self.state == "online":
+            self._register()
+
+    def _register(self):
+        # Self-registration's code is loaded only once there is a key to register with.
+        endpoint = self.store.factory["endpoints"]["registration"]
+        if endpoint and self.store.get("regkey")["key"]:
+            from firmware.cloud.registration import Registrar
+            f = self.store.factory
+            self.registrar = Registrar(self.store, f["serial"] or self.node_id, self._tls)
+            self._tasks.append(asyncio.create_task(self.registrar.run()))
 
     async def online(self):
         """Connected: run the cloud phase until the link is lost."""
@@ -124,24 +149,21 @@ class App:
         log.info("app", "online, heap free %d" % board.heap()[0])
         factory = self.store.factory
         endpoints = factory["endpoints"]
-        tasks = []
-        tls = None
+        self._tasks = tasks = []
+        self._tls = None
         if endpoints["bootstrap"] or endpoints["registration"]:
             # The TLS context first: it needs one contiguous ~3 KB block, which the heap still
             # has now but may not once the cloud code is loaded around the holes provisioning left.
             from firmware.cloud.tls import context
             try:
-                tls = context(factory["ca_cert"])
+                self._tls = context(factory["ca_cert"])
             except Exception as e:      # a damaged CA must not take the device down
                 log.error("app", "factory CA unusable (%r): no TLS broker possible" % (e,))
-        if endpoints["registration"]:
-            from firmware.cloud.registration import Registrar
-            self.registrar = Registrar(self.store, factory["serial"] or self.node_id, tls)
-            tasks.append(asyncio.create_task(self.registrar.run()))
+        self._register()
         if endpoints["bootstrap"]:
             from firmware.cloud.manager import Cloud
-            tasks.append(asyncio.create_task(Cloud(self.store, self.node_id, tls).run()))
-        if not tasks:
+            tasks.append(asyncio.create_task(Cloud(self.store, self.node_id, self._tls).run()))
+        if not endpoints["bootstrap"] and not endpoints["registration"]:
             log.info("app", "no cloud in the factory config: staying local")
         try:
             while True:
@@ -150,7 +172,7 @@ class App:
                     log.warning("app", "Wi-Fi lost; rejoining")
                     return
         finally:
-            self.registrar = None
+            self.registrar = self._tls = None
             for t in tasks:
                 t.cancel()      # their sockets are dead anyway; they close them on the way out
 

@@ -105,8 +105,8 @@ def factory_reset(store=None):
 
 class Console:
     """The interactive console: reads the UART without blocking the rest of the app. The app
-    loads it only when the first character arrives (App.console), so it costs no heap until
-    somebody types."""
+    loads it when a line's first character arrives and unloads it when the line is served
+    (App.console), so it costs no heap while nobody types."""
 
     def __init__(self, app, reader):
         self.app = app
@@ -117,13 +117,18 @@ class Console:
         self._last = 0          # the previous character: \r\n is one Enter
 
     async def run(self, first):
+        """Serve one line (a command and its questions) from its first character; the app
+        unloads this module afterwards, so the console holds no heap between commands."""
         import log
         log.add_sink(self._redraw)
-        self._pending = first
-        while True:
-            cmd = await self._read(_PROMPT, False)
-            if cmd is not None:
-                await self._do(cmd)
+        try:
+            self._pending = first
+            line = await self._read(_PROMPT, False)
+            if line.strip():
+                await self._do(line)
+            sys.stdout.write(_PROMPT)
+        finally:
+            log.remove_sink(self._redraw)
 
     def _redraw(self, line):
         # A log line was printed over the line being typed: show it again underneath.
@@ -132,8 +137,7 @@ class Console:
             sys.stdout.write(self._prompt + ("*" * n if self._mask else self._line.decode()))
 
     async def _read(self, prompt, mask):
-        """One line typed with echo (or '*' echo); backspace and Ctrl-U edit it. None when
-        the line is empty (Enter on its own just shows the prompt)."""
+        """One line typed with echo (or '*' echo); backspace and Ctrl-U edit it."""
         w = sys.stdout.write
         self._prompt, self._line, self._mask = prompt, bytearray(), mask
         if prompt != _PROMPT:
@@ -154,14 +158,9 @@ class Console:
                     self._last = c
                     continue
                 w("\r\n")
-                line = self._line.decode()
                 self._prompt = None
                 self._last = c
-                if not line.strip() and prompt == _PROMPT:
-                    w(_PROMPT)
-                    self._prompt = _PROMPT
-                    continue
-                return line
+                return self._line.decode()
             elif c in (0x08, 0x7F):
                 if self._line:
                     self._line = self._line[:-1]
@@ -175,7 +174,6 @@ class Console:
             self._last = c
 
     async def _do(self, line):
-        w = sys.stdout.write
         app = self.app
         words = line.split()
         cmd = words[0].lower() if words else ""
@@ -205,9 +203,6 @@ class Console:
                 print("unknown command %r; %s" % (cmd[:20], _HELP))
         except Exception as e:      # the console must survive whatever a command hits
             print("error: %s" % e)
-        w(_PROMPT)
-        self._prompt = _PROMPT
-        self._line = bytearray()
 
     def _reboot(self):
         from firmware import board

@@ -19,6 +19,11 @@ def add_sink(fn):
     _sinks.append(fn)
 
 
+def remove_sink(fn):
+    if fn in _sinks:
+        _sinks.remove(fn)
+
+
 def redact(value):
     """What a log line may show of a secret: its length only."""
     if value is None:

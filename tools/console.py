@@ -40,8 +40,9 @@ class Console:
         finally:
             self.t.close()
 
-    def exec(self, code, timeout=None):
-        """Run code on the board; returns what it printed. Raises ConsoleError with the traceback."""
+    def exec(self, code, timeout=None, soft_reset=False):
+        """Run code on the board; returns what it printed. Raises ConsoleError with the traceback.
+        soft_reset: run it on a fresh heap (boot.py only, as mpremote does without `resume`)."""
         try:
             # Every time: the board may have reset (or the app restarted) since the last call.
             # A Ctrl-C that lands in boot.py does not stop main.py (as on a board): try twice.
@@ -57,6 +58,12 @@ class Console:
                 self.t.serial.reset_input_buffer()
                 self.t.serial.write(b"\r\x01")
                 self.t.read_until(1, b"raw REPL; CTRL-B to exit\r\n")  # exec reads the ">"
+            if soft_reset:
+                self.t.read_until(1, b">", timeout=3)
+                self.t.serial.write(b"\x04")
+                for banner in (b"soft reboot\r\n", b"raw REPL; CTRL-B to exit\r\n"):
+                    if not self.t.read_until(1, banner, timeout_overall=10).endswith(banner):
+                        raise TransportError("no raw REPL after the soft reset")
             out, err = self.t.exec_raw(code, timeout=timeout or self.timeout)
         except TransportError as e:
             self.t.in_raw_repl = False
@@ -74,7 +81,9 @@ class Console:
         factory_reset) through the raw REPL; returns what the board printed. The firmware stays
         stopped until restart()."""
         call = "console.%s(%s)" % (command, ", ".join(repr(a) for a in args))
-        return self.exec("from firmware import console\n" + call)
+        # After a soft reset into the raw REPL (boot.py runs, main.py does not): the stopped
+        # firmware's tasks and modules would otherwise hold most of a small heap.
+        return self.exec("from firmware import console\n" + call, soft_reset=True)
 
     def restart(self, timeout=5):
         """Soft reset from the friendly REPL (Ctrl-D), as a person would: boot.py and main.py

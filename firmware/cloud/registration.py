@@ -18,6 +18,7 @@ from micropython import const
 import log
 from httpc import request
 from mqtt import backoff
+from firmware.unload import unload
 
 _TIMEOUT_S = const(10)
 _MAX_BODY = const(1024)
@@ -76,9 +77,14 @@ def open_answer(body, key, serial, nonce_hex, plaintext_ok=False):
         if len(iv) != 12 or len(sealed) < 17:
             raise RegistrationError("bad sealed answer")
         from aes import GCM
+        import time
+        t0 = time.ticks_ms()
+        dk = _derive(key, serial, iterations)
+        log.info("registration", "key derived: %d PBKDF2 iterations in %d ms" % (
+            iterations, time.ticks_diff(time.ticks_ms(), t0)))
         aad = "%s%s|%s|%d" % (_CONTEXT, serial, nonce_hex, iterations)
         try:
-            plain = GCM(_derive(key, serial, iterations)).decrypt(iv, sealed, aad.encode())
+            plain = GCM(dk).decrypt(iv, sealed, aad.encode())
         except ValueError:
             raise RegistrationError("answer failed authentication (wrong registration key, "
                                     "tampered or replayed)")
@@ -150,6 +156,7 @@ class Registrar:
                     slow = e.status in _SLOW
                     delay = backoff(attempt + (4 if slow else 0), _BACKOFF_BASE_S, _BACKOFF_CAP_S)
                     attempt += 1
+                unload("pbkdf2", "aes")         # needed again only for the next answer
             if delay is None and not self._checked and self.store.get("registration")["done"]:
                 delay = await self._check_key()
             if delay is None and self.pending():
@@ -186,5 +193,6 @@ class Registrar:
             return backoff(0, 30, 60)
         self._checked = True
         self._rejected = 0
+        unload("firmware.telemetry.thingspeak")
         log.info("registration", "write key accepted by ThingSpeak (entry %d)" % entry)
         return None

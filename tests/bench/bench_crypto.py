@@ -4,7 +4,8 @@
     .venv/bin/python tests/bench/bench_crypto.py          # CPython, fake cryptolib (tests/unit)
 
 Copy lib/x25519.py, lib/aes.py and this file to a board to get device figures.
-Prints milliseconds: one X25519 scalar multiplication, and per KiB for CTR, GCM and CFB.
+Prints milliseconds: one X25519 scalar multiplication, per KiB for CTR, GCM and CFB, and the
+registration KDF (PBKDF2-HMAC-SHA256, 20 000 iterations: docs/registration.md).
 """
 import sys
 
@@ -33,6 +34,7 @@ except AttributeError:
         return a - b
 
 import aes
+import pbkdf2
 import x25519
 
 
@@ -79,6 +81,9 @@ def main(reps=20):
 
     print("cfb_encrypt_ms_per_kib %.3f" % _bench(lambda: aes.cfb128_encrypt(key, iv, kib), reps))
     print("cfb_decrypt_ms_per_kib %.3f" % _bench(lambda: aes.cfb128_decrypt(key, iv, kib), reps))
+
+    salt = b"roost-midpoint-v1|74743827342|HQ481047"
+    print("pbkdf2_sha256_20000_iter_ms %.1f" % _bench(lambda: pbkdf2.pbkdf2_sha256(b"1JWORF43", salt, 20000), 1, 3))
 
 
 main()

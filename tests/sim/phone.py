@@ -1,8 +1,18 @@
-"""What the tests' phone does besides provisioning: find a board's SoftAP server, peek at its store."""
+"""What the tests' phone does: provision over the simulated BLE air, find a board's SoftAP server,
+peek at its store."""
 import time
 
 from tools.console import Console
-from tools.prov.transport import HttpTransport
+from tools.prov.client import Provisioner
+from tools.prov.transport import HttpTransport, SimBleTransport
+
+
+def provision_ble(board, pop, ssid, passphrase, **kw):
+    """Provision the board over simulated BLE once its window is open; the provisioning result."""
+    board.wait_for(b"provisioning open for", timeout=15)
+    with SimBleTransport(board) as t:
+        return Provisioner(t, pop=pop).provision(ssid, passphrase, on_progress=lambda line: None,
+                                                 poll=0.1, **kw)
 
 
 def softap(board, timeout=10):
@@ -14,6 +24,10 @@ def softap(board, timeout=10):
 
 
 def stored(board, record):
-    """A record as the board's store holds it (through the serial console)."""
+    """A record as the board's store holds it (through the serial console, after a soft reset
+    so the stopped firmware's heap is free: the firmware does not run again afterwards)."""
     with Console("socket://127.0.0.1:%d" % board.console.port) as c:
-        return c.eval("__import__('firmware.store').store.Store().get(%r)" % record)
+        out = c.exec("print(repr(__import__('firmware.store').store.Store().get(%r)))" % record,
+                     soft_reset=True)
+    import ast
+    return ast.literal_eval(out.strip())

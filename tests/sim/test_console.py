@@ -1,17 +1,15 @@
 """A person at a terminal on the board's serial console, and `roost console` doing the same jobs
 through the raw REPL: the registration key (masked, validated), status, factory reset. The key
 never appears on the console in clear, and a refused key changes nothing."""
-import re
-import time
-
 import pytest
 
 from tools import cli
 
+from tests.sim.terminal import PROMPT, command, type_
+
 POP = "abcd1234"
 FACTORY = {"pop": POP, "serial": "74743827342",
            "endpoints": {"registration": "http://cloud.roost.local/midpoint/ws/iot/devices"}}
-PROMPT = "roost> "
 
 
 @pytest.fixture
@@ -20,25 +18,6 @@ def powered(new_board):
     b = new_board(factory=FACTORY)
     b.wait_for(b"provisioning open for", timeout=15)
     return b
-
-
-def type_(board, text, wait_for=None, timeout=5):
-    """Type like a person: one character at a time. Returns what the console showed meanwhile
-    (up to `wait_for`, or a short pause)."""
-    mark = board.mark()
-    for ch in text.encode():
-        board.write_console(bytes([ch]))
-        time.sleep(0.003)
-    if wait_for:
-        board.wait_for(wait_for, since=mark, timeout=timeout)
-    else:
-        time.sleep(0.3)
-    return bytes(board.out[mark:]).decode(errors="replace")
-
-
-def command(board, line, answer):
-    """Type a command line and wait for its answer and the next prompt."""
-    return type_(board, line + "\r", re.compile(re.escape(answer.encode()) + rb".*roost> ", re.S))
 
 
 def test_a_person_sets_the_key_with_a_masked_echo(powered):

@@ -1,5 +1,7 @@
 """Test helpers for the local cloud: a started LocalCloud, HTTP calls, and a paho client acting as
-a device's thing over TLS (real Mosquitto, real HTTP)."""
+a device's thing over TLS (real Mosquitto, real HTTP); ThingSpeak and self-registration on their
+own HTTP port without a broker (Services)."""
+import http.client
 import threading
 import time
 
@@ -25,6 +27,57 @@ def start_cloud(directory, **kw):
 def call(cloud, method, path, body=None, token=None, raw=None, headers=None):
     """(status, decoded JSON or raw bytes) from this cloud's HTTP port."""
     return client.call(cloud.http_url, method, path, body, token, raw, headers, timeout=5)
+
+
+def raw_call(base_url, method, path, body=b"", headers=None):
+    """(status, headers, body bytes): for answers that are not JSON, or whose headers matter."""
+    host, port = base_url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request(method, path, body=body or None, headers=dict(headers or {}))
+        r = conn.getresponse()
+        return r.status, r.headers, r.read()
+    finally:
+        conn.close()
+
+
+class Clock:
+    """An injectable clock: clock() is .now, moved by hand."""
+
+    def __init__(self, now=1767225600.0):          # 2026-01-01T00:00:00Z
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+class Services:
+    """ThingSpeak (rate limit `rate_limit_s`, `clock`) and midPoint registration (PBKDF2
+    `iterations`) on an in-memory database, served on their own HTTP port."""
+
+    def __init__(self, rate_limit_s=0, iterations=10000, clock=None):
+        from tools.cloud.db import Database
+        from tools.cloud.http import HTTPService, Router
+        from tools.cloud.registration import RegistrationService
+        from tools.cloud.thingspeak import ThingSpeakService
+        self.clock = clock or Clock()
+        self.db = Database()
+        self.ts = ThingSpeakService(self.db, rate_limit_s=rate_limit_s, clock=self.clock)
+        self.reg = RegistrationService(self.db, self.ts, iterations=iterations, clock=self.clock)
+        router = Router()
+        self.ts.register(router)
+        self.reg.register(router)
+        self.http = HTTPService(router).start()
+        self.url = self.http.url
+
+    def call(self, method, path, body=b"", headers=None):
+        """(status, headers, body text)."""
+        status, hdrs, data = raw_call(self.url, method, path, body, headers)
+        return status, hdrs, data.decode()
+
+    def close(self):
+        self.http.stop()
+        self.db.close()
 
 
 class Thing:

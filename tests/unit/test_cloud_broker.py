@@ -187,7 +187,9 @@ def test_device_bootstraps_and_factory_config(cloud):
     cfg = cloud.add_device("n1")
     f = cloud.factory_for("n1", secure=True)
     assert f["external_key"] == cfg["external_key"] and f["bootstrap_secure"] is True
-    assert f["endpoints"] == {"bootstrap": "http://cloud.roost.local/things/bootstrap", "mqtt": ""}
+    assert f["endpoints"] == {"bootstrap": "http://cloud.roost.local/things/bootstrap", "mqtt": "",
+                              "registration": "http://cloud.roost.local/midpoint/ws/iot/devices",
+                              "thingspeak": "http://cloud.roost.local"}
     assert f["ca_cert"].startswith("-----BEGIN CERTIFICATE-----") and f["auth_prefix"] == "Thing "
     st, doc = call(cloud, "GET", "/things/bootstrap/n1", headers={"Authorization": "Thing " + cfg["external_key"]})
     assert st == 200 and doc["thing_id"] == cfg["thing_id"] and doc["thing_key"] == cfg["thing_key"]

@@ -6,4 +6,6 @@
 - bootstrap.BootstrapService   the Mainflux/Magistrala bootstrap contract
 - pki.PKI, broker.Broker       the CA and broker certificate; Mosquitto with live accounts and ACLs
 - users, mapping, claims       RainMaker login and user-node mapping; Particle-style claim codes
+- registration, seal           midPoint-style self-registration with a registration key; its sealed answer
+- thingspeak                   ThingSpeak-compatible channels: write (single, bulk) and read APIs
 """

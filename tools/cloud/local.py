@@ -1,6 +1,7 @@
-"""The local cloud in one object: bootstrap, users, user-node mapping and claim codes on one HTTP
-port, a Mosquitto broker (TLS for devices) whose accounts follow the bootstrap configs, and the
-cloud's own MQTT client that handles the devices' mapping and claim messages. docs/cloud.md.
+"""The local cloud in one object: bootstrap, users, user-node mapping, claim codes, midPoint-style
+self-registration and ThingSpeak channels on one HTTP port, a Mosquitto broker (TLS for devices)
+whose accounts follow the bootstrap configs, and the cloud's own MQTT client that handles the
+devices' mapping and claim messages. docs/cloud.md.
 
     with LocalCloud(tmp_path, mapping_timeout=2) as cloud:
         cfg = cloud.add_device("a1b2c3d4e5f6")
@@ -29,7 +30,9 @@ from .claims import ClaimService
 from .http import HTTPService, Router, bearer_ok, error, json_response
 from .mapping import MappingService
 from .pki import PKI
-from .users import Users, json_object
+from .registration import RegistrationService
+from .thingspeak import ThingSpeakService
+from .users import Users, created, json_object
 
 log = logging.getLogger("roost.cloud")
 
@@ -64,9 +67,11 @@ class LocalCloud:
                  encrypt_key=DEFAULT_ENCRYPT_KEY, fields="thing", key_prefix="Thing ",
                  http_name="cloud.roost.local", mqtt_name="mqtt.roost.local", bind="127.0.0.1",
                  extra_cert_names=(), mqtt_advertised_port=8883, http_advertised_port=80,
-                 admin_token=None, clock=time.time):
+                 admin_token=None, clock=time.time, registration_iterations=20000, thingspeak_rate_limit=15.0):
         """Advertised ports are what devices are told (bootstrap content, factory config); None
-        means the real port (a board on the LAN), the defaults suit the simulator's name mapping."""
+        means the real port (a board on the LAN), the defaults suit the simulator's name mapping.
+        registration_iterations: PBKDF2 count of sealed registration answers; thingspeak_rate_limit:
+        seconds between accepted writes of one channel (0: none)."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         saved = self._load_state()
@@ -85,12 +90,17 @@ class LocalCloud:
         self.users = Users(self.db, clock)
         self.mapping = MappingService(self.db, self.users, timeout=mapping_timeout, clock=clock)
         self.claims = ClaimService(self.db, self.users, publish=self.publish, clock=clock)
+        self.thingspeak = ThingSpeakService(self.db, rate_limit_s=thingspeak_rate_limit, clock=clock)
+        self.registration = RegistrationService(self.db, self.thingspeak, iterations=registration_iterations,
+                                                clock=clock)
         self.router = Router()
         self.bootstrap = BootstrapService(self.db, token=self.admin_token, encrypt_key=encrypt_key,
                                           fields=fields, key_prefix=key_prefix, router=self.router,
                                           on_change=self._config_changed)
-        for service in (self.users, self.mapping, self.claims):
+        for service in (self.users, self.mapping, self.claims, self.thingspeak, self.registration):
             service.register(self.router)
+        for service in (self.thingspeak, self.registration):
+            service.register_admin(self.router, self._admin_only)
         self.router.add("POST", "/admin/users", self._admin_only(self._admin_add_user))
         self.router.add("POST", "/admin/devices", self._admin_only(self._admin_add_device))
         self.router.add("GET", "/admin/nodes/{node_id}", self._admin_only(self._admin_node))
@@ -215,16 +225,23 @@ class LocalCloud:
     def remove_device(self, node_id):
         self.bootstrap.remove(self._device(node_id)["thing_id"])
 
+    def endpoints(self):
+        """The URLs a board is told: http://<http_name>[:<advertised port, unless 80>]/..."""
+        port = self.http_advertised_port or self.http_port
+        base = "http://" + (self.http_name if port == 80 else "%s:%d" % (self.http_name, port))
+        return {"bootstrap": base + "/things/bootstrap", "mqtt": "",
+                "registration": base + "/midpoint/ws/iot/devices", "thingspeak": base}
+
     def factory_for(self, node_id, secure=False):
         """The cloud part of the node's factory config (for `roost deploy --factory`)."""
         cfg = self._device(node_id)
-        port = self.http_advertised_port or self.http_port
-        host = self.http_name if port == 80 else "%s:%d" % (self.http_name, port)
         return {"node_id": node_id, "external_id": node_id, "external_key": cfg["external_key"],
                 "bootstrap_enc_key": self.encrypt_key, "bootstrap_secure": bool(secure),
-                "auth_prefix": self.key_prefix,
-                "endpoints": {"bootstrap": "http://%s/things/bootstrap" % host, "mqtt": ""},
-                "ca_cert": self.ca_pem}
+                "auth_prefix": self.key_prefix, "endpoints": self.endpoints(), "ca_cert": self.ca_pem}
+
+    def registration_factory(self):
+        """The factory endpoints of a board that only registers itself (no bootstrap config)."""
+        return {"endpoints": dict(self.endpoints(), bootstrap="")}
 
     def _config_changed(self, thing_id, cfg):
         if cfg is None:
@@ -252,6 +269,23 @@ class LocalCloud:
 
     def claimant(self, node_id):
         return self.claims.claimant(node_id)
+
+    # --- self-registration and ThingSpeak ------------------------------------------------------
+
+    def add_org(self, name, registration_key=None):
+        """A midPoint organisation: {"id", "name", "registration_key", ...}; the key is generated
+        unless given. Raises ValueError, db.Conflict."""
+        return self.registration.add_org(name, registration_key)
+
+    def registered(self, serial):
+        """The self-registered device with its channel (and keys), or None."""
+        return self.registration.registered(serial)
+
+    def rotate_write_key(self, channel_id):
+        return self.thingspeak.rotate_write_key(channel_id)
+
+    def channel_entries(self, channel_id):
+        return self.thingspeak.entries(channel_id)
 
     # --- MQTT --------------------------------------------------------------------------------
 
@@ -349,16 +383,8 @@ class LocalCloud:
         return guarded
 
     def _admin_add_user(self, req):
-        body, err = json_object(req)
-        if err:
-            return err
-        try:
-            user_id = self.add_user(body.get("name"), body.get("password"))
-        except ValueError as e:
-            return error(400, str(e))
-        except dbmod.Conflict:
-            return error(409, "user %s exists" % body.get("name"))
-        return json_response({"user_id": user_id, "name": body["name"]}, 201)
+        return created(req, lambda body: {"user_id": self.add_user(body.get("name"), body.get("password")),
+                                          "name": body["name"]})
 
     def _admin_add_device(self, req):
         body, err = json_object(req)

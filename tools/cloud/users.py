@@ -15,7 +15,7 @@ import time
 import uuid
 
 from .db import Conflict
-from .http import json_response
+from .http import error, json_response
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -51,6 +51,20 @@ def json_object(req):
     return body, None
 
 
+def created(req, make):
+    """An admin "create": 201 with make(the JSON object body); 400 for a bad body or a ValueError,
+    409 for a db.Conflict (with its message, as {"error": ...})."""
+    body, err = json_object(req)
+    if err:
+        return err
+    try:
+        return json_response(make(body), 201)
+    except ValueError as e:
+        return error(400, str(e))
+    except Conflict as e:
+        return error(409, str(e))
+
+
 def _hash(password, salt):
     return hashlib.pbkdf2_hmac("sha256", password.encode(), salt, ITERATIONS)
 
@@ -72,7 +86,7 @@ class Users:
                 c.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?)",
                           (user_id, name, salt, _hash(password, salt), self.clock()))
         except sqlite3.IntegrityError:
-            raise Conflict("user %r exists" % name) from None
+            raise Conflict("user %s exists" % name) from None
         return user_id
 
     def user_id(self, name):
