@@ -4,7 +4,7 @@
 # retransmission, no backoff. This client puts a timeout on every network step (TCP connect,
 # TLS handshake, CONNACK, SUBACK, PUBACK, every write), pings on its own, and declares the
 # link dead after a bounded silence. It does NOT reconnect by itself: the caller owns the
-# policy (re-resolve DNS, check WLAN.status(), wait backoff(attempt), connect() again,
+# policy (re-resolve DNS, check WLAN.status(), wait backoff.backoff(attempt), connect() again,
 # re-subscribe, re-publish unacknowledged QoS 1 messages under a new packet id).
 #
 #   c = MQTTClient("node-1", "broker.lan", keepalive=30, callback=on_msg)
@@ -18,7 +18,6 @@
 # bounded queue read with `async for topic, msg, retained, dup in client`.
 from micropython import const
 import asyncio
-import random
 import time
 
 _CONNECT = const(0x10)
@@ -75,17 +74,6 @@ def decode_len(buf, offset=0):
         if not b & 0x80:
             return n, i + 1
     raise ValueError("remaining length longer than 4 bytes")
-
-
-def backoff(attempt, base=1.0, cap=60.0):
-    """Seconds to wait before reconnect attempt `attempt` (0, 1, 2...).
-
-    d = min(cap, base * 2**attempt); returns a uniform value in [d/2, d]. The jitter keeps a
-    fleet of nodes that lost the same broker from reconnecting in lock-step; the half floor keeps
-    the delay growing. getrandbits is used because it exists on every port.
-    """
-    d = min(cap, base * (1 << min(attempt, 30)))
-    return d / 2 + d / 2 * random.getrandbits(16) / 65535
 
 
 def _str(s):

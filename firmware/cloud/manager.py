@@ -15,7 +15,8 @@ import time
 from micropython import const
 
 import log
-from mqtt import MQTTClient, MQTTError, backoff
+from backoff import backoff
+from mqtt import MQTTClient, MQTTError
 from firmware.cloud.onboard import Claim, report_mapping
 from firmware.unload import unload
 

@@ -1,4 +1,4 @@
-"""The device's self-registration (firmware/cloud/registration.py, lib/pbkdf2.py) under the
+"""The device's registration exchange (firmware/cloud/midpoint.py, lib/pbkdf2.py) under the
 MicroPython unix port: the sealed-answer vectors, and registering against servers that answer
 well, wrongly, maliciously or not at all. A bad answer never changes what the device stored."""
 import hashlib
@@ -19,7 +19,7 @@ SERIAL = "74743827342"
 
 def device(code):
     """Run firmware code under MicroPython; the last printed line is JSON."""
-    out = run_mpy("import asyncio, json\nfrom firmware.cloud import registration\n" + code, path=("lib", "."),
+    out = run_mpy("import asyncio, json\nfrom firmware.cloud import midpoint\n" + code, path=("lib", "."),
                   heap="256K")     # source, not .mpy: the compiler needs room
     return json.loads(out.strip().splitlines()[-1])
 
@@ -48,8 +48,8 @@ OPEN = """
 out = []
 for body, key, serial, nonce, plain_ok in json.loads(%r):
     try:
-        out.append({"ok": list(registration.open_answer(body.encode(), key, serial, nonce, plain_ok))})
-    except registration.RegistrationError as e:
+        out.append({"ok": list(midpoint.open_answer(body.encode(), key, serial, nonce, plain_ok))})
+    except midpoint.RegistrationError as e:
         out.append({"error": str(e)})
 print(json.dumps(out))
 """
@@ -119,8 +119,8 @@ s.set_factory(json.loads(%(factory)r))
 s.set("regkey", {"key": %(key)r})
 async def go():
     try:
-        out = {"ok": list(await registration.register(s, %(serial)r))}
-    except registration.RegistrationError as e:
+        out = {"ok": list(await midpoint.register(s, %(serial)r))}
+    except midpoint.RegistrationError as e:
         out = {"error": str(e), "status": e.status}
     out["stored"] = s.get("registration")
     out["key"] = s.get("regkey")["key"]

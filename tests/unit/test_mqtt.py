@@ -199,7 +199,7 @@ for bad in (b'\\xff\\xff\\xff\\xff\\x7f', b'\\x80'):
 
 def test_backoff_grows_with_jitter_and_cap():
     out = run_mpy("""
-from mqtt import backoff
+from backoff import backoff
 for a in range(10):
     v = [backoff(a, 1, 60) for _ in range(50)]
     print(a, min(v), max(v), len(set(v)) > 1)
