@@ -22,6 +22,7 @@ _NOTE_REPROVISION = b"reprovision"
 _FACTORY_RESET_MS = const(10000)
 _JOIN_BACKOFF_MS = const(5000)
 _JOIN_BACKOFF_MAX_MS = const(300000)
+_CONSOLE_POLL_MS = const(50)        # how soon the first character typed is noticed
 # LED blink half-periods per state (ms): fast = waiting for the phone, slow = joining.
 _BLINK = {"provisioning": 150, "connecting": 600, "offline": 1500}
 
@@ -72,12 +73,18 @@ class App:
 
     async def console(self):
         # The serial console's code is loaded by the first character of a line and dropped
-        # when the line is served: between commands it costs one stream reader, not the
-        # ~7 KB (64-bit) of a line editor and its commands, which provisioning needs.
+        # when the line is served: between commands it costs a poll object, not the ~7 KB
+        # (64-bit) of a line editor and its commands, nor asyncio's stream module, which
+        # provisioning needs more.
+        import select
         import sys
-        reader = asyncio.StreamReader(sys.stdin)
+        poll = select.poll()
+        poll.register(sys.stdin, select.POLLIN)
         while True:
-            first = await reader.read(1)
+            if not poll.poll(0):
+                await asyncio.sleep_ms(_CONSOLE_POLL_MS)
+                continue
+            first = sys.stdin.read(1)
             if first == "\r":          # Enter alone (also mpremote's "\r" before its Ctrl-C)
                 sys.stdout.write("\r\nroost> ")
                 continue
@@ -85,7 +92,7 @@ class App:
                 continue
             try:
                 from firmware.console import Console
-                await Console(self, reader).run(first)
+                await Console(self, poll).run(first)
                 del Console
             except MemoryError:
                 print("\r\nconsole: not enough memory right now; try again in a moment")

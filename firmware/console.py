@@ -16,6 +16,7 @@ from micropython import const
 
 _PROMPT = "roost> "
 _MAX_LINE = const(80)
+_KEY_POLL_MS = const(10)    # typing echo delay at most this (a person notices ~50 ms)
 _HELP = "commands: status, key, factory-reset, reboot, help (Ctrl-C: Python REPL)"
 _ASK_KEY = "registration key: "
 
@@ -108,9 +109,9 @@ class Console:
     loads it when a line's first character arrives and unloads it when the line is served
     (App.console), so it costs no heap while nobody types."""
 
-    def __init__(self, app, reader):
+    def __init__(self, app, poll):
         self.app = app
-        self.reader = reader
+        self.poll = poll        # select.poll with sys.stdin registered
         self._prompt = None     # the prompt shown while a line is being typed
         self._line = bytearray()
         self._mask = False
@@ -136,6 +137,12 @@ class Console:
             n = len(self._line)
             sys.stdout.write(self._prompt + ("*" * n if self._mask else self._line.decode()))
 
+    async def _getch(self):
+        import asyncio
+        while not self.poll.poll(0):
+            await asyncio.sleep_ms(_KEY_POLL_MS)
+        return sys.stdin.read(1)
+
     async def _read(self, prompt, mask):
         """One line typed with echo (or '*' echo); backspace and Ctrl-U edit it."""
         w = sys.stdout.write
@@ -144,7 +151,7 @@ class Console:
             w(prompt)
         esc = False
         while True:
-            ch, self._pending = self._pending or await self.reader.read(1), None
+            ch, self._pending = self._pending or await self._getch(), None
             if not ch:
                 continue
             c = ord(ch)

@@ -54,8 +54,8 @@ class Endpoints:
         if msg == 4:     # ApplyConfig
             if self.pending is None or self.applied:
                 return m.config_status_out(5, 15, m.INTERNAL_ERROR)
+            self._apply(*self.pending)      # raises (state unchanged) if it cannot persist
             self.applied = True
-            self._apply(*self.pending)
             return m.config_status_out(5, 15, m.SUCCESS)
         raise ProvError("unknown prov-config message")
 

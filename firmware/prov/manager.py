@@ -70,6 +70,10 @@ class Provisioning:
 
     def _apply(self, ssid, password):
         # Persist before answering: credentials the client saw accepted survive a power cut.
+        # Collect first: with BLE and SoftAP both up the heap is at its lowest here, and the
+        # record write needs a few contiguous blocks that only a collection frees.
+        import gc
+        gc.collect()
         self.store.add_wifi(ssid, password)
         asyncio.create_task(self._join(ssid, password))
 

@@ -125,6 +125,9 @@ class Session:
             response = handler(request)
         except ProvError:
             raise
+        except MemoryError:
+            # Not the phone's fault: say so (the phone may retry once the heap recovers).
+            raise ProvError("out of memory")
         except Exception:
             # Garbage after decryption (wrong key, desynchronised stream, not protobuf): refuse.
             # Handlers validate before they change any state, so nothing is left half done.
