@@ -36,9 +36,15 @@ class Registrar:
                     log.info("registration", "registered: channel %s" % channel)
                     attempt = 0
                     self._checked = False
-                except midpoint.RegistrationError as e:
-                    log.error("registration", "registration refused: %s" % e)
-                    slow = e.status in midpoint.SLOW
+                except Exception as e:      # nothing ends the task: log, back off, retry
+                    if isinstance(e, midpoint.RegistrationError):
+                        log.error("registration", "registration refused: %s" % e)
+                        slow = e.status in midpoint.SLOW
+                    else:
+                        import gc
+                        log.error("registration", "unexpected %s (heap free %d); retrying" % (
+                            log.why(e), gc.mem_free()))
+                        slow = False
                     delay = backoff(attempt + (4 if slow else 0), _BACKOFF_BASE_S, _BACKOFF_CAP_S)
                     attempt += 1
                 del midpoint
