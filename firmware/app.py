@@ -35,9 +35,8 @@ class App:
         self.state = "booting"
         # The button (or a cloud command) asks by rebooting with this note: see button().
         self.reprovision = board.boot_note() == _NOTE_REPROVISION
-        self.registrar = None       # the self-registration task's object while online
-        self._tasks = []            # the online phase's tasks, cancelled when it ends
-        self._tls = None
+        self.telemetry = None       # (outbox, sampler) once the device has a network
+        self.phase = None           # the online phase (firmware/online.py) while online
 
     async def blink(self):
         on = False
@@ -107,6 +106,18 @@ class App:
         unload("firmware.prov", "x25519", "aes", "protobuf", "sha512", "srp6a")
         return done
 
+    def start_telemetry(self):
+        """Sampling starts with the first network and goes on offline: readings wait in the
+        outbox (flash) until the cloud has them."""
+        if self.telemetry is None:
+            from firmware.telemetry.outbox import Outbox
+            from firmware.telemetry.sampler import Sampler
+            box = Outbox(self.store)
+            sampler = Sampler(self.store, box)
+            self.telemetry = (box, sampler)
+            asyncio.create_task(sampler.run())
+            log.info("app", "telemetry: %d readings waiting, next seq %d" % (len(box), box.next_seq))
+
     async def run(self):
         asyncio.create_task(self.blink())
         asyncio.create_task(self.button())
@@ -130,58 +141,26 @@ class App:
                 await self.online()
             else:
                 self.state = "offline"
+                self.start_telemetry()      # offline readings wait in the outbox
                 log.warning("app", "no known network reachable; retrying in %d s" % (backoff // 1000))
                 await asyncio.sleep_ms(backoff)
                 backoff = min(backoff * 2, _JOIN_BACKOFF_MAX_MS)
 
     def key_changed(self):
         """The console stored a new registration key: register now, not at the next retry."""
-        if self.registrar is not None:
-            self.registrar.wake.set()
-        elif self.state == "online":
-            self._register()
-
-    def _register(self):
-        # Self-registration's code is loaded only once there is a key to register with.
-        endpoint = self.store.factory["endpoints"]["registration"]
-        if endpoint and self.store.get("regkey")["key"]:
-            from firmware.cloud.registration import Registrar
-            f = self.store.factory
-            self.registrar = Registrar(self.store, f["serial"] or self.node_id, self._tls)
-            self._tasks.append(asyncio.create_task(self.registrar.run()))
+        if self.phase is not None:
+            self.phase.key_changed()
 
     async def online(self):
-        """Connected: run the cloud phase until the link is lost."""
-        self.state = "online"
-        log.info("app", "online, heap free %d" % board.heap()[0])
-        factory = self.store.factory
-        endpoints = factory["endpoints"]
-        self._tasks = tasks = []
-        self._tls = None
-        if endpoints["bootstrap"] or endpoints["registration"]:
-            # The TLS context first: it needs one contiguous ~3 KB block, which the heap still
-            # has now but may not once the cloud code is loaded around the holes provisioning left.
-            from firmware.cloud.tls import context
-            try:
-                self._tls = context(factory["ca_cert"])
-            except Exception as e:      # a damaged CA must not take the device down
-                log.error("app", "factory CA unusable (%r): no TLS broker possible" % (e,))
-        self._register()
-        if endpoints["bootstrap"]:
-            from firmware.cloud.manager import Cloud
-            tasks.append(asyncio.create_task(Cloud(self.store, self.node_id, self._tls).run()))
-        if not endpoints["bootstrap"] and not endpoints["registration"]:
-            log.info("app", "no cloud in the factory config: staying local")
+        """Connected: the online phase (firmware/online.py) until the link is lost. Its code
+        is loaded for the phase only: provisioning, the tightest moment, does without it."""
+        from firmware.online import Online
+        self.phase = Online(self)
         try:
-            while True:
-                await asyncio.sleep_ms(1000)
-                if not board.sta().isconnected():
-                    log.warning("app", "Wi-Fi lost; rejoining")
-                    return
+            await self.phase.run()
         finally:
-            self.registrar = self._tls = None
-            for t in tasks:
-                t.cancel()      # their sockets are dead anyway; they close them on the way out
+            self.phase = None
+            unload("firmware.online")
 
 
 def banner(node_id):

@@ -48,13 +48,17 @@ _SCHEMA = {
     # midPoint self-registration result (ThingSpeak channel and write key).
     "registration": (1, '{"done":false,"channel":"","write_key":""}'),
     "telemetry": (1, '{"enabled":true,"interval_s":60}'),
-    # Outbox cursor: sequence number of the last reading the cloud acknowledged.
+    # Outbox cursor: every reading up to seq is done (acknowledged by the cloud, or dropped
+    # when the outbox was full; dropped counts those).
     # Kept tiny on purpose: it is the hot record (see docs/storage.md).
-    "cursor": (1, '{"seq":0}'),
+    "cursor": (1, '{"seq":0,"dropped":0}'),
 }
 
 NAMES = tuple(sorted(_SCHEMA))
 RUNTIME = tuple(n for n in NAMES if n != FACTORY)
+# A factory reset keeps the outbox cursor: the cloud keeps each (node, seq) once, so a
+# sequence starting again at 1 would have the new owner's readings taken for old ones.
+RESET_KEEPS = ("cursor",)
 MAX_WIFI = 5
 
 # Secret fields per record ("a[].b" = field b of every element of list a).

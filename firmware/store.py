@@ -145,7 +145,9 @@ class Store:
         """The factory record (decoded once; treat as read-only)."""
         if self._factory is None:
             self._load(FACTORY)
-            self._factory = json.loads(self._body[FACTORY])
+            self._factory = json.loads(self._body.pop(FACTORY))
+            # Only the decoded copy stays: with a CA certificate the body is ~2 KB the heap
+            # needs more. A later write (manufacturing only) reads the file again to compare.
         return self._factory
 
     def get(self, name):
@@ -201,7 +203,8 @@ class Store:
         return self.set("wifi", {"networks": nets})
 
     def factory_reset(self):
-        """Erase every runtime record (user data); keep the factory record."""
+        """Erase every runtime record (user data); keep the factory record and the outbox
+        cursor (records.RESET_KEEPS)."""
         self._mkdir()
         open(self._dir + "/RESET", "wb").close()
         self._erase()
@@ -368,6 +371,8 @@ class Store:
 
     def _erase(self):
         for name in records.RUNTIME:
+            if name in records.RESET_KEEPS:
+                continue
             p = self._path(name)
             for suffix in (".new", "", ".bak"):
                 try:

@@ -17,6 +17,7 @@ from micropython import const
 import log
 from backoff import backoff
 from mqtt import MQTTClient, MQTTError
+from firmware.cloud.commands import Commands
 from firmware.cloud.onboard import Claim, report_mapping
 from firmware.unload import unload
 
@@ -61,8 +62,9 @@ def broker(rec, factory):
 
 
 class Cloud:
-    def __init__(self, store, node_id, tls=None):
-        """tls: an SSLContext trusting the factory CA (firmware/cloud/tls.py), or None."""
+    def __init__(self, store, node_id, tls=None, telemetry=None):
+        """tls: an SSLContext trusting the factory CA (firmware/cloud/tls.py), or None.
+        telemetry: (outbox, sampler) to stream on the data channel, or None."""
         self.store = store
         self.tls = tls
         self.node_id = node_id
@@ -71,7 +73,8 @@ class Cloud:
         self.want_bootstrap = False
         self.client = None
         self.claim = Claim(store, node_id)
-        self.commands = {"rebootstrap": self._cmd_rebootstrap}
+        self.telemetry = telemetry
+        self.commands = Commands(store, telemetry)
         self._request_topic = None      # bytes: channels/<control>/messages/req, once connected
         self._control = None
         self._inbox = []
@@ -164,20 +167,28 @@ class Cloud:
             host, port, " (TLS)" if tls else "", rec["thing_id"], board.heap()[0]))
         return c
 
-    def _control_channel(self, rec):
+    def _channel(self, rec, kind):
+        """The channel of metadata type kind ("control" or "data"), else the first (control)
+        or the first that is not the control channel (data)."""
         chans = rec["channels"]
         for ch in chans:
-            if ch["type"] == "control":
+            if ch["type"] == kind:
                 return ch["id"]
-        return chans[0]["id"] if chans else None
+        if kind == "control":
+            return chans[0]["id"] if chans else None
+        for ch in chans:
+            if ch["type"] != "control" and ch["id"] != self._control:
+                return ch["id"]
+        return None
 
     async def _session(self, client, rec):
         """Onboarding steps, then commands, until the link dies; returns why it died."""
         self.client = client
-        self._control = self._control_channel(rec)
+        self._control = self._channel(rec, "control")
         self._request_topic = ("channels/%s/messages/req" % self._control).encode() if self._control else None
         self._inbox = []
         watch = asyncio.create_task(self._watch(client))
+        streamer = None
         try:
             if self._control:
                 try:
@@ -188,6 +199,9 @@ class Cloud:
             await report_mapping(client, self.store, self.node_id)
             if self.claim.pending():
                 await self.claim.present(client)
+            data = self._channel(rec, "data")
+            if self.telemetry is not None and data:
+                streamer = asyncio.create_task(self._stream(client, "channels/%s/messages" % data))
             while client.isconnected():
                 await self._wake.wait()
                 self._wake.clear()
@@ -198,7 +212,20 @@ class Cloud:
             return e
         finally:
             watch.cancel()
+            if streamer is not None:
+                streamer.cancel()
             self.client = None
+            await client.close()
+
+    async def _stream(self, client, topic):
+        from firmware.telemetry.mqtt_sink import stream
+        box, sampler = self.telemetry
+        try:
+            await stream(client, topic, self.node_id, box, sampler)
+        except Exception as e:      # no PUBACK in time: the link is not usable, start over
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            log.warning("cloud", "streaming stopped (%s)" % log.why(e))
             await client.close()
 
     async def _watch(self, client):
@@ -217,24 +244,28 @@ class Cloud:
                 log.warning("cloud", "control request dropped: inbox full")
 
     async def _handle(self, client, msg):
-        # Mainflux agent request: SenML [{"bn":"<id>:","n":"control","vs":"<command>"}].
+        # Mainflux agent request: SenML [{"bn":"<id>:","n":"control","vs":"<command> [arg]"}].
+        rid, name = "", "control"
         try:
             req = json.loads(msg)[0]
             rid = req.get("bn", "")
             name, cmd = req["n"], req["vs"]
+            result = self.commands.run(cmd)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            log.warning("cloud", "malformed control request ignored")
-            return
-        rid = rid[:-1] if rid.endswith(":") else rid
-        fn = self.commands.get(cmd)
-        result = "unknown command" if fn is None else "ok"
-        log.info("cloud", "command %s: %s" % (cmd, result))
+            cmd, result = "?", "error: malformed request"
+        rid = rid[:-1] if type(rid) is str and rid.endswith(":") else ""
+        log.info("cloud", "command %s: %s" % (str(cmd)[:32], result[:60]))
         await client.publish("channels/%s/messages/res" % self._control,
-                             json.dumps([{"bn": rid, "n": name, "t": time.time(), "vs": result}]),
+                             json.dumps([{"bn": rid, "n": str(name)[:32], "t": time.time(), "vs": result}]),
                              qos=1)
-        if fn is not None:
-            await fn(client)
-
-    async def _cmd_rebootstrap(self, client):
-        self.want_bootstrap = True
-        await client.close()        # the run loop bootstraps before it connects again
+        after = self.commands.after
+        if after == "rebootstrap":
+            self.want_bootstrap = True
+            await client.close()        # the run loop bootstraps before it connects again
+        elif after:
+            from firmware import board
+            if after == "reset":
+                self.store.factory_reset()
+            log.warning("cloud", "%s asked by the cloud" % ("factory reset" if after == "reset" else "reboot"))
+            await client.close()
+            board.reset()

@@ -102,8 +102,14 @@ class Session:
                 raise ProvError("too many failed attempts; try again later")
             if not pc._take_token():
                 raise ProvError("too many handshake messages; try again later")
+            # The handshake's big-integer work needs room: collect first (a few ms, and the
+            # token bucket above bounds how often), instead of failing on a fragmented heap.
+            import gc
+            gc.collect()
             try:
                 out = self.security.handshake(data)
+            except MemoryError:
+                raise ProvError("out of memory")
             except AuthFailed:
                 pc._handshake_failed()
                 raise

@@ -24,7 +24,7 @@ def _api(cloud, method, path, token, body=None):
     return call(cloud.http_url, method, path, body, token, timeout=5)[1]
 
 
-def run(rows, runs=5, heaps=("100K", "128K")):
+def run(rows, runs=5, heaps=("128K",)):
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         cloud = LocalCloud(d / "cloud").start()

@@ -28,8 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from firmware import records  # noqa: E402  (pure data: the schema the chip uses)
+
 SCENARIO = Path(__file__).with_name("scenario_store.py")
 FACTORY = "factory"
+KEPT_BY_RESET = (FACTORY,) + records.RESET_KEEPS
 IMAGE_SIZE = 0x200000
 
 
@@ -117,7 +120,7 @@ class Expectation:
             allowed = {known}
             if rec in self.pending:
                 allowed.add(self.pending[rec])
-            if self.reset_pending and rec != FACTORY:
+            if self.reset_pending and rec not in KEPT_BY_RESET:
                 allowed.add("NONE")
             if got == "BAD" or got not in allowed:
                 bad.append("%s=%s (%s) allowed=%s" % (rec, got, src, sorted(allowed)))
@@ -126,7 +129,7 @@ class Expectation:
         if self.reset_pending and not bad:
             # all or nothing: either no runtime record was erased or all were
             held = [r for r, (got, _) in states.items()
-                    if r != FACTORY and self.known.get(r, "NONE") != "NONE"]
+                    if r not in KEPT_BY_RESET and self.known.get(r, "NONE") != "NONE"]
             kept = [r for r in held if states[r][0] == self.known[r]]
             if kept and len(kept) != len(held):
                 bad.append("half-done factory reset: kept %s of %s" % (kept, held))
@@ -145,7 +148,7 @@ class Expectation:
                 self.pending[rec] = n
         elif rec == "reset":
             self.reset_pending = False
-            self.known = {r: (v if r == FACTORY else "NONE") for r, v in self.known.items()}
+            self.known = {r: (v if r in KEPT_BY_RESET else "NONE") for r, v in self.known.items()}
             self.pending = {}
             report.resets += 1
         else:

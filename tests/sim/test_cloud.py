@@ -7,57 +7,10 @@ import time
 import pytest
 
 from tools.cloud.client import call
-from tools.cloud.local import LocalCloud
-from tools.sim.world import AccessPoint, World
 
-from tests.sim.phone import provision_ble, stored
+from tests.sim.phone import stored
 
-POP = "abcd1234"
-WIFI = ("home", "right horse battery")
-PROV = {"pop": POP, "prov": {"sec": 1, "transports": ["ble"], "timeout_s": 600}}
 MAPPED = re.compile(rb"user mapping delivered")
-
-
-@pytest.fixture
-def cloud(tmp_path):
-    c = LocalCloud(tmp_path / "cloud", mapping_timeout=3.0)
-    c.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def owner(cloud):
-    """The phone's logged-in user: (user_id, token)."""
-    uid = cloud.add_user("alice@example.com", "pw-alice")
-    return uid, cloud.login("alice@example.com", "pw-alice")
-
-
-@pytest.fixture
-def onboard(new_board, cloud):
-    """Power on a board registered in the cloud and provision it over BLE; returns the board.
-    add_device=False: the cloud does not know it (yet)."""
-    n = [0]
-
-    def make(secure=False, user=None, secret="s3cret", claim=None, add_device=True, active=True,
-             heap="128K"):
-        n[0] += 1
-        mac = bytes.fromhex("24a1600000%02x" % n[0])
-        node_id = mac.hex().upper()
-        cloud.add_device(node_id, active=active)
-        world = World(aps=[AccessPoint(*WIFI, rssi=-45)], connect_time=0.1, scan_time=0.05,
-                      services=cloud.world_services())
-        factory = dict(PROV, **cloud.factory_for(node_id, secure=secure))
-        if not add_device:
-            cloud.remove_device(node_id)
-        board = new_board(world=world, factory=factory, heap=heap, mac=mac)
-        result = provision_ble(board, POP, *WIFI, user_id=user, secret=secret, claim=claim)
-        board.node_id = node_id
-        board.external_key = factory["external_key"]
-        assert result.node_id in (None, node_id)
-        board.connected_at = time.monotonic()
-        return board
-    return make
 
 
 def api(cloud, method, path, token, body=None):

@@ -13,13 +13,6 @@ from tools.cloud.pki import PKI
 
 
 @pytest.fixture
-def cloud(tmp_path):
-    c = start_cloud(tmp_path)
-    yield c
-    c.stop()
-
-
-@pytest.fixture
 def things():
     made = []
 

@@ -98,7 +98,7 @@ result(before=before, factory=s2.factory, wifi=s2.get("wifi"), user=s2.get("user
     assert r["wifi"] == {"networks": [{"ssid": 'caf\u00e9 "wifi"', "password": "pw"}]}
     assert r["user"] == {"user_id": "u-1", "secret": "sec", "status": "pending", "reset": False}
     assert r["tele"] == {"enabled": False, "interval_s": 15, "extra": [1, {"b": None}]}
-    assert r["cursor"] == {"seq": 41}
+    assert r["cursor"] == {"seq": 41, "dropped": 0}
     assert r["claim"] == {"code": "", "claimed": False}
     assert r["src"]["wifi"] == "primary" and r["src"]["claim"] == "default"
     assert "claim" not in r["files"] and "cursor" in r["files"]
@@ -194,12 +194,13 @@ s3 = reboot()
 result(now=now, after=after, files=files, factory=s3.factory, resumed=s3.get("wifi"),
        user=s3.get("user"), files2=sorted(os.listdir(DIR)))
 ''')
-    defaults_ok = all("marker" not in v for v in r["now"].values())
-    assert defaults_ok and all("marker" not in v for v in r["after"].values())
-    assert r["files"] == ["factory", "factory.bak"]
+    erased = [n for n in r["now"] if n not in ("cursor",)]        # records.RESET_KEEPS
+    assert all("marker" not in r["now"][n] and "marker" not in r["after"][n] for n in erased)
+    assert r["now"]["cursor"]["marker"] == 2 and r["after"]["cursor"]["marker"] == 2
+    assert r["files"] == ["cursor", "cursor.bak", "factory", "factory.bak"]
     assert r["factory"]["node_id"] == "N-9" and r["factory"]["pop"] == "abcd"
     assert r["resumed"] == {"networks": []} and r["user"]["user_id"] == ""
-    assert r["files2"] == ["factory", "factory.bak"]
+    assert r["files2"] == ["cursor", "cursor.bak", "factory", "factory.bak"]
     assert "finishing an interrupted factory reset" in out
 
 

@@ -8,4 +8,5 @@
 - users, mapping, claims       RainMaker login and user-node mapping; Particle-style claim codes
 - registration, seal           midPoint-style self-registration with a registration key; its sealed answer
 - thingspeak                   ThingSpeak-compatible channels: write (single, bulk) and read APIs
+- readings                     the devices' SenML readings on their data channel, stored once per (node, seq)
 """

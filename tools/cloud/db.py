@@ -106,6 +106,13 @@ class Database:
             return self._config(self.conn.execute(
                 "SELECT * FROM bootstrap_configs WHERE external_id = ?", (external_id,)).fetchone())
 
+    def configs_with_channel(self, channel_id):
+        """The configs that list a channel with this ID (normally one)."""
+        with self.lock:
+            return [self._config(r) for r in self.conn.execute(
+                "SELECT * FROM bootstrap_configs WHERE EXISTS (SELECT 1 FROM json_each(channels) "
+                "WHERE json_extract(value, '$.id') = ?) ORDER BY rowid", (channel_id,)).fetchall()]
+
     def list_configs(self):
         with self.lock:
             return [self._config(r) for r in self.conn.execute(

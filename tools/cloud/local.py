@@ -1,17 +1,20 @@
 """The local cloud in one object: bootstrap, users, user-node mapping, claim codes, midPoint-style
 self-registration and ThingSpeak channels on one HTTP port, a Mosquitto broker (TLS for devices)
 whose accounts follow the bootstrap configs, and the cloud's own MQTT client that handles the
-devices' mapping and claim messages. docs/cloud.md.
+devices' mapping and claim messages and stores their readings (SenML on their data channel, once
+each: readings.py). docs/cloud.md.
 
     with LocalCloud(tmp_path, mapping_timeout=2) as cloud:
         cfg = cloud.add_device("a1b2c3d4e5f6")
         factory = cloud.factory_for("a1b2c3d4e5f6")     # -> roost deploy --factory
         world = World(services=cloud.world_services())
         cloud.wait_message("node/a1b2c3d4e5f6/user/mapping")
+        cloud.wait_readings("a1b2c3d4e5f6", 10)         # readings on cloud.data_channel(node_id)
 
 State in `directory`: cloud.db (SQLite), the certificates, mosquitto's files and cloud.json (ports
 and admin token: a new LocalCloud on the same directory comes back on the same ports).
 """
+import hashlib
 import json
 import logging
 import re
@@ -30,6 +33,7 @@ from .claims import ClaimService
 from .http import HTTPService, Router, bearer_ok, error, json_response
 from .mapping import MappingService
 from .pki import PKI
+from .readings import ReadingsService, channel_of
 from .registration import RegistrationService
 from .thingspeak import ThingSpeakService
 from .users import Users, created, json_object
@@ -60,6 +64,17 @@ def control_channel(cfg):
         if (ch.get("metadata") or {}).get("type") == "control":
             return ch["id"]
     return channels[0]["id"] if channels else None
+
+
+def data_channel_of(cfg):
+    """The agent's data channel: the one whose metadata type is "data", else the first channel that
+    is not the control channel (cloud-contracts.md 1.6), else None."""
+    channels = cfg["channels"]
+    for ch in channels:
+        if (ch.get("metadata") or {}).get("type") == "data":
+            return ch["id"]
+    control = control_channel(cfg)
+    return next((ch["id"] for ch in channels if ch["id"] != control), None)
 
 
 class LocalCloud:
@@ -93,13 +108,14 @@ class LocalCloud:
         self.thingspeak = ThingSpeakService(self.db, rate_limit_s=thingspeak_rate_limit, clock=clock)
         self.registration = RegistrationService(self.db, self.thingspeak, iterations=registration_iterations,
                                                 clock=clock)
+        self.readings_service = ReadingsService(self.db, clock)
         self.router = Router()
         self.bootstrap = BootstrapService(self.db, token=self.admin_token, encrypt_key=encrypt_key,
                                           fields=fields, key_prefix=key_prefix, router=self.router,
                                           on_change=self._config_changed)
         for service in (self.users, self.mapping, self.claims, self.thingspeak, self.registration):
             service.register(self.router)
-        for service in (self.thingspeak, self.registration):
+        for service in (self.thingspeak, self.registration, self.readings_service):
             service.register_admin(self.router, self._admin_only)
         self.router.add("POST", "/admin/users", self._admin_only(self._admin_add_user))
         self.router.add("POST", "/admin/devices", self._admin_only(self._admin_add_device))
@@ -290,8 +306,11 @@ class LocalCloud:
     # --- MQTT --------------------------------------------------------------------------------
 
     def _start_client(self):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="roost-cloud-" + secrets.token_hex(4),
-                        clean_session=True)
+        # A persistent session under a name stable for this cloud's folder: while the client
+        # reconnects, the broker queues the readings it has already acknowledged to devices.
+        name = hashlib.sha256(self.admin_token.encode()).hexdigest()[:12]
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="roost-cloud-" + name,
+                        clean_session=False)
         c.username_pw_set(self.broker.superuser, self.broker.superuser_password)
         c.reconnect_delay_set(min_delay=0.1, max_delay=1)
         c.on_connect = self._on_connect
@@ -312,26 +331,46 @@ class LocalCloud:
         if reason.is_failure:
             log.warning("cloud MQTT client refused: %s", reason)
             return
+        # "#" at QoS 1 includes the readings' channels/+/messages and channels/+/messages/#. No
+        # overlapping filters next to it: Mosquitto 2.1 (allow_duplicate_messages true by default)
+        # would deliver each message once per matching filter, counted as device duplicates.
         client.subscribe("#", qos=1)
 
-    def _on_subscribe(self, *args):
+    def _on_subscribe(self, client, userdata, mid, reasons, properties):
+        if any(r.is_failure for r in reasons):
+            log.error("the broker refused the cloud's subscription: %s", reasons)
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, properties):
         self._connected.clear()
 
     def _on_message(self, client, userdata, msg):
-        parts = msg.topic.split("/")
+        parts, channel = msg.topic.split("/"), channel_of(msg.topic)
         try:
             if len(parts) == 4 and parts[0] == "node" and parts[2:] == ["user", "mapping"]:
                 self.mapping.node_report(parts[1], msg.payload)
             elif len(parts) == 3 and parts[0] == "node" and parts[2] == "claim":
                 self.claims.node_claim(parts[1], msg.payload)
+            elif channel is not None:
+                self._channel_message(channel, msg.payload)
         except Exception:                        # one bad message must not stop the client
             log.exception("handling %s failed", msg.topic)
         with self._cond:                         # recorded once handled: wait_message implies done
             self._messages.append((msg.topic, bytes(msg.payload)))
             self._cond.notify_all()
+
+    def _channel_message(self, channel, payload):
+        """A message on channels/<channel>/messages[/...]: readings if it is a device's data channel
+        (commands and replies on control channels only go to the message log)."""
+        owners = self.db.configs_with_channel(channel)
+        if len(owners) != 1:
+            self.readings_service.drop(channel, "no device owns the channel" if not owners else
+                                       "%d devices list the channel" % len(owners))
+        elif channel == data_channel_of(owners[0]):
+            try:
+                self.readings_service.ingest(owners[0]["external_id"], payload)
+            except ValueError:
+                pass                              # counted and logged as rejected
 
     def publish(self, topic, payload, qos=1):
         """Publish as the cloud (superuser); returns paho's MQTTMessageInfo."""
@@ -371,6 +410,36 @@ class LocalCloud:
                 left = end - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("no message on %s within %.1f s" % (topic_filter, timeout))
+                self._cond.wait(left)
+
+    # --- readings ------------------------------------------------------------------------------
+
+    def data_channel(self, node_id):
+        """The ID of the node's data channel (where it publishes readings), or None."""
+        return data_channel_of(self._device(node_id))
+
+    def readings(self, node_id, since_seq=0, limit=None):
+        """The node's stored readings with seq > since_seq, by seq: [{"seq", "name", "unit",
+        "value", "time", "received_at"}]."""
+        return self.readings_service.readings(node_id, since_seq, limit)
+
+    def reading_stats(self, node_id):
+        """{"count", "duplicates", "rejected", "first_seq", "last_seq", "gaps"}."""
+        return self.readings_service.stats(node_id)
+
+    def wait_readings(self, node_id, count, timeout=10.0):
+        """Until the node has at least `count` distinct readings stored; returns its readings.
+        Raises TimeoutError (with the stats)."""
+        end = time.monotonic() + timeout
+        with self._cond:                          # notified after each message was handled
+            while True:
+                stats = self.reading_stats(node_id)
+                if stats["count"] >= count:
+                    return self.readings(node_id)
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("%d of %d readings of node %s within %.1f s: %s" % (
+                        stats["count"], count, node_id, timeout, stats))
                 self._cond.wait(left)
 
     # --- admin HTTP (Authorization: Bearer <admin token>) -------------------------------------

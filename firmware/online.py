@@ -1,0 +1,63 @@
+# The online phase: Wi-Fi is up. Makes the TLS context (first, while the heap still has a
+# contiguous block for it), starts telemetry, self-registration (when there is a key) and the
+# cloud manager, and ends them all when the link is lost. firmware/app.py owns the order of
+# phases; this module is loaded only while online.
+import asyncio
+
+import log
+from firmware import board
+
+
+class Online:
+    def __init__(self, app):
+        self.app = app
+        self.store = app.store
+        self.registrar = None
+        self.tls = None
+        self.tasks = []
+
+    def key_changed(self):
+        if self.registrar is not None:
+            self.registrar.wake.set()
+        else:
+            self._register()
+
+    def _register(self):
+        # Self-registration's code is loaded only once there is a key to register with.
+        f = self.store.factory
+        if f["endpoints"]["registration"] and self.store.get("regkey")["key"]:
+            from firmware.cloud.registration import Registrar
+            self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.tls)
+            self.tasks.append(asyncio.create_task(self.registrar.run()))
+
+    async def run(self):
+        app = self.app
+        app.state = "online"
+        log.info("app", "online, heap free %d" % board.heap()[0])
+        factory = self.store.factory
+        endpoints = factory["endpoints"]
+        if endpoints["bootstrap"] or endpoints["registration"]:
+            # The TLS context first: it needs one contiguous ~3 KB block, which the heap still
+            # has now but may not once the cloud code is loaded around the holes provisioning left.
+            from firmware.cloud.tls import context
+            try:
+                self.tls = context(factory["ca_cert"])
+            except Exception as e:      # a damaged CA must not take the device down
+                log.error("app", "factory CA unusable (%r): no TLS broker possible" % (e,))
+        app.start_telemetry()           # after the TLS context: see above
+        self._register()
+        if endpoints["bootstrap"]:
+            from firmware.cloud.manager import Cloud
+            self.tasks.append(asyncio.create_task(
+                Cloud(self.store, app.node_id, self.tls, app.telemetry).run()))
+        if not endpoints["bootstrap"] and not endpoints["registration"]:
+            log.info("app", "no cloud in the factory config: staying local")
+        try:
+            while True:
+                await asyncio.sleep_ms(1000)
+                if not board.sta().isconnected():
+                    log.warning("app", "Wi-Fi lost; rejoining")
+                    return
+        finally:
+            for t in self.tasks:
+                t.cancel()      # their sockets are dead anyway; they close them on the way out

@@ -1,0 +1,175 @@
+# The outbox: readings wait here, on flash, until a sink saw the cloud acknowledge them
+# (docs/telemetry.md has the format, the crash reasoning and the wear budget).
+#
+#   box = Outbox(store)                  # at boot: finds the segments, repairs a torn tail
+#   seq = box.add(21.5, t, synced)       # buffered in RAM
+#   box.flush()                          # appended to flash: from now on it survives a power cut
+#   for r in box.pending(32): ...        # (seq, t, synced, sensor, value), oldest first
+#   box.ack(seq)                         # the cloud has everything up to seq: cursor, segments
+#
+# Layout: /outbox/<first seq, 8 hex digits>, each an append-only segment of up to _SEG
+# records of _REC bytes: "<IIfHH" seq, t (epoch s, or uptime s if not synced), value,
+# flags (bit 0: t is epoch; bits 8..15: sensor index), then a CRC-32 of those 16 bytes.
+# LittleFS commits an append when the file is closed, so a cut mid-append leaves the
+# segment as it was; a record that still fails its CRC (a damaged block) ends the segment.
+# The cursor is the `cursor` record of the store: every seq up to cursor.seq is done (the
+# cloud acknowledged it, or it was dropped). When the outbox is full the oldest segment is
+# dropped and its unsent readings are counted in cursor.dropped and logged, never silently.
+import os
+import struct
+
+from micropython import const
+
+import log
+
+try:
+    from binascii import crc32
+except ImportError:     # a port without it: the store has the same function in Python
+    from firmware.store import _crc32_py as crc32
+
+_DIR = "/outbox"
+_REC = const(20)
+_BODY = "<IIfHH"
+_SEG = const(128)             # records per segment: 2560 bytes, within one 4 KB block
+_SYNCED = const(1)
+
+
+class Outbox:
+    def __init__(self, store, root="", capacity=96 * _SEG):
+        self.store = store
+        self.dir = root + _DIR
+        self.capacity = max(capacity, 2 * _SEG)
+        self._segs = []         # [first seq, record count], oldest first
+        self._buf = bytearray()
+        cur = store.get("cursor")
+        self.acked = cur["seq"]
+        self.dropped = cur.get("dropped", 0)
+        try:
+            os.mkdir(self.dir)
+        except OSError:
+            pass
+        last = 0
+        for name in sorted(os.listdir(self.dir)):
+            try:
+                first = int(name, 16)
+            except ValueError:      # a repair cut short (<seg>.new): the segment itself is intact
+                os.remove(self.dir + "/" + name)
+                continue
+            n = self._check(first)
+            if n:
+                self._segs.append([first, n])
+                last = first + n - 1
+        self.next_seq = max(last, self.acked) + 1
+        self.first_seq_this_boot = self.next_seq     # older readings' uptimes mean nothing now
+        self._trim_acked()
+
+    # -- what the sinks and the app see --
+
+    def __len__(self):
+        """Readings waiting for an acknowledgement, stored or buffered."""
+        stored = sum(n for _, n in self._segs) - self._acked_in_oldest()
+        return stored + len(self._buf) // _REC
+
+    def buffered(self):
+        return len(self._buf) // _REC
+
+    def add(self, value, t, synced, sensor=0):
+        seq = self.next_seq
+        self.next_seq += 1
+        body = struct.pack(_BODY, seq, int(t), value, (_SYNCED if synced else 0) | (sensor << 8), 0)
+        self._buf += body + struct.pack("<I", crc32(body) & 0xFFFFFFFF)
+        return seq
+
+    def flush(self):
+        """Append the buffered readings to flash. After it returns they survive a power cut."""
+        buf = self._buf
+        i = 0
+        while i < len(buf):
+            seq = struct.unpack_from("<I", buf, i)[0]
+            if self._segs and self._segs[-1][1] < _SEG and self._segs[-1][0] + self._segs[-1][1] == seq:
+                seg = self._segs[-1]
+            else:
+                seg = [seq, 0]
+                self._segs.append(seg)
+            take = min(_SEG - seg[1], (len(buf) - i) // _REC)
+            with open(self._path(seg[0]), "ab") as f:
+                f.write(memoryview(buf)[i:i + take * _REC])
+            seg[1] += take
+            i += take * _REC
+        self._buf = bytearray()
+        self._enforce_capacity()
+
+    def pending(self, limit):
+        """Up to `limit` stored, unacknowledged readings, oldest first:
+        [(seq, t, synced, sensor, value)]."""
+        out = []
+        for first, n in self._segs:
+            if first + n - 1 <= self.acked:
+                continue
+            with open(self._path(first), "rb") as f:
+                data = f.read(n * _REC)
+            for off in range(0, n * _REC, _REC):
+                seq, t, value, flags, _ = struct.unpack_from(_BODY, data, off)
+                if seq > self.acked:
+                    out.append((seq, t, bool(flags & _SYNCED), flags >> 8, value))
+                    if len(out) >= limit:
+                        return out
+        return out
+
+    def ack(self, seq):
+        """The cloud has every reading up to seq: persist the cursor, drop spent segments."""
+        if seq <= self.acked:
+            return
+        self.acked = seq
+        self.store.update("cursor", seq=seq, dropped=self.dropped)
+        self._trim_acked()
+
+    # -- internals --
+
+    def _path(self, first):
+        return "%s/%08x" % (self.dir, first)
+
+    def _acked_in_oldest(self):
+        if not self._segs:
+            return 0
+        first, n = self._segs[0]
+        return min(max(self.acked - first + 1, 0), n)
+
+    def _trim_acked(self):
+        while self._segs and self._segs[0][0] + self._segs[0][1] - 1 <= self.acked:
+            first, _ = self._segs.pop(0)
+            os.remove(self._path(first))
+
+    def _enforce_capacity(self):
+        while sum(n for _, n in self._segs) > self.capacity and len(self._segs) > 1:
+            first, n = self._segs.pop(0)
+            lost = n - min(max(self.acked - first + 1, 0), n)
+            os.remove(self._path(first))
+            if lost:
+                self.dropped += lost
+                self.acked = max(self.acked, first + n - 1)
+                self.store.update("cursor", seq=self.acked, dropped=self.dropped)
+                log.warning("outbox", "outbox full: dropped %d oldest readings (%d in all)" % (
+                    lost, self.dropped))
+
+    def _check(self, first):
+        """Valid records at the start of a segment; a damaged tail is cut off (rewritten)."""
+        path = self._path(first)
+        with open(path, "rb") as f:
+            data = f.read()
+        n = 0
+        for off in range(0, len(data) - _REC + 1, _REC):
+            body = data[off:off + 16]
+            ok = struct.unpack_from("<I", data, off + 16)[0] == crc32(body) & 0xFFFFFFFF
+            if not ok or struct.unpack_from("<I", body)[0] != first + n:
+                break
+            n += 1
+        if n * _REC != len(data):
+            log.warning("outbox", "segment %08x: damaged after %d readings; cut there" % (first, n))
+            if n:
+                with open(path + ".new", "wb") as f:
+                    f.write(data[:n * _REC])
+                os.rename(path + ".new", path)
+        if not n:
+            os.remove(path)
+        return n

@@ -1,0 +1,85 @@
+# Takes a reading every `telemetry.interval_s` (while `telemetry.enabled`) and stores it in
+# the outbox, with its sequence number and time. Runs from the first boot with a network
+# configured, online or not: what it stores waits in the outbox until a sink delivers it.
+#
+# Flush policy (docs/telemetry.md): a reading is appended to flash at once when readings are
+# 10 s or more apart; faster readings are batched, at most 16 or 10 s at a time, so flash
+# wear stays bounded. Readings still in the batch when the power goes are lost: they were
+# never stored (nor sent: sinks only send what is on flash).
+import asyncio
+import time
+
+from micropython import const
+
+import log
+from firmware import board
+
+_BATCH = const(16)
+_FLUSH_MS = const(10000)
+_SYNCED_AFTER = const(1704067200)   # 2024-01-01: a clock before that was never set
+
+
+def clock():
+    """(seconds, synced): epoch seconds if the clock was set from the network."""
+    t = int(time.time())
+    return t, t >= _SYNCED_AFTER
+
+
+class Sampler:
+    def __init__(self, store, outbox):
+        self.store = store
+        self.outbox = outbox
+        self.stored = asyncio.Event()   # set when readings reached flash: the sinks wake
+        self.wake = asyncio.Event()     # set when the settings changed (a command)
+        self._up_ms = 0
+        self._last = time.ticks_ms()
+        self._oldest = None             # ticks of the oldest reading still in the batch
+
+    def uptime(self):
+        """Seconds since boot, without the ~12-day wrap of ticks_ms."""
+        now = time.ticks_ms()
+        self._up_ms += time.ticks_diff(now, self._last)
+        self._last = now
+        return self._up_ms // 1000
+
+    async def run(self):
+        while True:
+            s = self.store.get("telemetry")
+            interval_ms = max(1, s["interval_s"]) * 1000
+            if s["enabled"]:
+                self.sample(interval_ms)
+            elif self.outbox.buffered():
+                self.flush()
+            try:
+                await asyncio.wait_for_ms(self.wake.wait(), interval_ms)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+
+    def sample(self, interval_ms=0):
+        try:
+            value = board.temperature_c()
+        except Exception as e:      # a sensor fault costs a reading, never the task
+            log.warning("telemetry", "sensor read failed (%s)" % log.why(e))
+            return None
+        if value != value or value in (float("inf"), float("-inf")):
+            # NaN would make the whole SenML batch it rides in unacceptable to the cloud.
+            log.warning("telemetry", "sensor gave no number; reading skipped")
+            return None
+        t, synced = clock()
+        seq = self.outbox.add(value, t if synced else self.uptime(), synced)
+        if self._oldest is None:
+            self._oldest = time.ticks_ms()
+        if (interval_ms >= _FLUSH_MS or self.outbox.buffered() >= _BATCH
+                or time.ticks_diff(time.ticks_ms(), self._oldest) >= _FLUSH_MS):
+            self.flush()
+        return seq
+
+    def flush(self):
+        try:
+            self.outbox.flush()
+        except OSError as e:        # flash full or failing: keep the batch, try next time
+            log.error("telemetry", "cannot store readings (%s)" % log.why(e))
+            return
+        self._oldest = None
+        self.stored.set()

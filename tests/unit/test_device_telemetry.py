@@ -1,0 +1,74 @@
+"""SenML encoding of outbox readings and the cloud's control commands
+(firmware/telemetry/senml.py, firmware/cloud/commands.py) under the MicroPython unix port."""
+import json
+
+import pytest
+
+from mpy import run_mpy
+
+
+def chip(code, tmp_path=None):
+    prelude = "import json\nROOT = %r\n" % str(tmp_path or "")
+    out = run_mpy(prelude + code, path=("lib", "."), heap="512K")
+    return [json.loads(line) for line in out.strip().splitlines() if line[:1] in "[{"]
+
+
+def test_senml_times_absolute_relative_and_unknown():
+    [got] = chip("""
+from firmware.telemetry import senml
+readings = [(7, 1764540000, True, 0, 21.5), (8, 1000, False, 0, 21.25), (9, 1090, False, 0, 21.0),
+            (3, 50, False, 0, 19.0), (10, 5, False, 4, 1.0)]
+print(senml.encode("24A1600000AA", readings, 1100, 8))
+""")
+    assert got[0] == {"bn": "24A1600000AA:", "n": "temperature", "u": "Cel", "v": 21.5, "t": 1764540000, "seq": 7}
+    assert got[1] == {"n": "temperature", "u": "Cel", "v": 21.25, "t": -100, "seq": 8}     # 100 s ago
+    assert got[2]["t"] == -10
+    assert got[3] == {"n": "temperature", "u": "Cel", "v": 19.0, "uptime": 50, "seq": 3}       # earlier boot
+    assert got[4]["n"] == "sensor4" and "bt" not in json.dumps(got)
+
+
+COMMANDS = """
+from firmware.store import Store
+from firmware.cloud.commands import Commands
+class Box:
+    next_seq, dropped = 42, 3
+    def __len__(self): return 5
+class Sampler:
+    def __init__(self):
+        import asyncio
+        self.wake = asyncio.Event()
+    def uptime(self): return 77
+s = Store(ROOT)
+sampler = Sampler()
+c = Commands(s, (Box(), sampler))
+out = []
+for line in %r:
+    out.append([c.run(line), c.after, sampler.wake.is_set()])
+    sampler.wake.clear()
+print(json.dumps(out))
+print(json.dumps(s.get("telemetry")))
+"""
+
+
+def test_commands_change_settings_or_answer_an_error(tmp_path):
+    lines = ["stream off", "interval 5", "status", "interval 0", "interval soon", "stream maybe",
+             "reboot", "factory-reset", "rebootstrap", "launch rockets", "", "interval", "__init__", 42]
+    got, telemetry = chip(COMMANDS % (lines,), tmp_path)
+    answers = dict(zip([str(x) for x in lines], got))
+    assert answers["stream off"] == ["ok", None, True]
+    assert answers["interval 5"] == ["ok", None, True]
+    status = json.loads(answers["status"][0])
+    assert status["last_seq"] == 41 and status["pending"] == 5 and status["dropped"] == 3
+    assert status["enabled"] is False and status["interval_s"] == 5 and status["uptime_s"] == 77
+    assert answers["interval 0"][0] == "error: interval must be 1..86400 s"
+    assert answers["interval soon"][0].startswith("error:")
+    assert answers["stream maybe"][0] == "error: stream takes on or off"
+    assert answers["reboot"] == ["ok", "reboot", False]
+    assert answers["factory-reset"] == ["ok", "reset", False]
+    assert answers["rebootstrap"] == ["ok", "rebootstrap", False]
+    assert answers["launch rockets"][0] == "error: unknown command launch"
+    assert answers[""][0] == "error: empty command"
+    assert answers["interval"][0] == "error: wrong arguments for interval"
+    assert answers["__init__"][0].startswith("error: unknown command")
+    assert answers["42"][0] == "error: empty command"
+    assert telemetry == {"enabled": False, "interval_s": 5}
