@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from cloud_helpers import Clock, Thing, call, published_or_dropped, start_cloud
+from cloud_helpers import Clock, Thing, call, published_or_dropped
 from tools.cloud.db import Database
 from tools.cloud.local import data_channel_of
 from tools.cloud.readings import ReadingsService, channel_of, parse_senml
