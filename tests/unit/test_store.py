@@ -534,3 +534,33 @@ result(steps=steps, cursor_n=N, cursor=cur, cursor_body=len(s._body["cursor"]))
         print("\n" + "\n".join(lines))
     assert prov[1] < 16 * 1024 and prov[2] <= 12
     assert per[1] < 1024 and per[2] < 0.5, "the hot record must stay an inline LittleFS file"
+
+
+def test_outbox_flash_wear_per_reading(mpy, capsys):
+    """Bytes programmed per reading by the telemetry outbox (firmware/telemetry/outbox.py),
+    LittleFS metadata included: one append per reading (readings >= 10 s apart), batches of
+    16, and the cursor write per acknowledged batch of 32. docs/telemetry.md quotes these."""
+    out, [r] = mpy(r'''
+from firmware.telemetry.outbox import Outbox
+s = store.Store(MNT)
+box = Outbox(s, root=MNT)
+def per(n, batch, ack_every):
+    c0 = counts()
+    for i in range(n):
+        box.add(21.5, 1764540000 + i, True)
+        if box.buffered() >= batch:
+            box.flush()
+        if ack_every and (i + 1) % ack_every == 0:
+            box.ack(box.next_seq - 1)
+    box.flush()
+    return [v / n for v in delta(c0)]
+result(single=per(256, 1, 0), batch16=per(256, 16, 0), acked=per(256, 1, 32))
+''')
+    lines = ["outbox flash wear per reading (programmed bytes include LittleFS metadata):"]
+    for label in ("single", "batch16", "acked"):
+        pages, programmed, erases = r[label]
+        lines.append("  %-8s pages=%.2f programmed=%.0f B erases=%.3f" % (label, pages, programmed, erases))
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert r["batch16"][1] < r["single"][1] / 4, "batching must cut the bytes programmed per reading"
+    assert r["single"][1] < 4096 and r["acked"][1] < 4096
