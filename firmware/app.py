@@ -37,6 +37,7 @@ class App:
         self.reprovision = board.boot_note() == _NOTE_REPROVISION
         self.telemetry = None       # (outbox, sampler) once the device has a network
         self.phase = None           # the online phase (firmware/online.py) while online
+        self.tls = None             # the cloud's SSLContext, made by the first online phase
 
     async def blink(self):
         on = False

@@ -36,14 +36,19 @@ class Online:
         log.info("app", "online, heap free %d" % board.heap()[0])
         factory = self.store.factory
         endpoints = factory["endpoints"]
-        if endpoints["bootstrap"] or endpoints["registration"]:
+        if app.tls is None and (endpoints["bootstrap"] or endpoints["registration"]):
             # The TLS context first: it needs one contiguous ~3 KB block, which the heap still
             # has now but may not once the cloud code is loaded around the holes provisioning left.
+            # Made once and kept by the app: a later online phase (after a Wi-Fi loss) finds
+            # the heap fragmented by this one.
             from firmware.cloud.tls import context
             try:
-                self.tls = context(factory["ca_cert"])
-            except Exception as e:      # a damaged CA must not take the device down
-                log.error("app", "factory CA unusable (%r): no TLS broker possible" % (e,))
+                app.tls = context(factory["ca_cert"])
+            except Exception as e:      # a damaged CA (or no heap) must not take the device down
+                log.error("app", "%s: no TLS this time" % (
+                    "no heap for the TLS context" if isinstance(e, MemoryError) else
+                    "factory CA unusable (%r)" % (e,)))
+        self.tls = app.tls
         app.start_telemetry()           # after the TLS context: see above
         self._register()
         if endpoints["bootstrap"]:
