@@ -13,7 +13,6 @@ class Online:
         self.app = app
         self.store = app.store
         self.registrar = None
-        self.tls = None
         self.tasks = []
 
     def key_changed(self):
@@ -27,7 +26,7 @@ class Online:
         f = self.store.factory
         if f["endpoints"]["registration"] and self.store.get("regkey")["key"]:
             from firmware.cloud.registration import Registrar
-            self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.tls)
+            self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.app.tls)
             self.tasks.append(asyncio.create_task(self.registrar.run()))
 
     async def run(self):
@@ -48,13 +47,12 @@ class Online:
                 log.error("app", "%s: no TLS this time" % (
                     "no heap for the TLS context" if isinstance(e, MemoryError) else
                     "factory CA unusable (%r)" % (e,)))
-        self.tls = app.tls
         app.start_telemetry()           # after the TLS context: see above
         self._register()
         if endpoints["bootstrap"]:
             from firmware.cloud.manager import Cloud
             self.tasks.append(asyncio.create_task(
-                Cloud(self.store, app.node_id, self.tls, app.telemetry).run()))
+                Cloud(self.store, app.node_id, app.tls, app.telemetry).run()))
         if not endpoints["bootstrap"] and not endpoints["registration"]:
             log.info("app", "no cloud in the factory config: staying local")
         try:

@@ -223,8 +223,6 @@ class Cloud:
         try:
             await stream(client, topic, self.node_id, box, sampler)
         except Exception as e:      # no PUBACK in time: the link is not usable, start over
-            if isinstance(e, asyncio.CancelledError):
-                raise
             log.warning("cloud", "streaming stopped (%s)" % log.why(e))
             await client.close()
 

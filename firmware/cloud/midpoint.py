@@ -7,7 +7,6 @@
 #
 # Loaded for an attempt and unloaded after it (firmware/cloud/registration.py owns the
 # retries). A bad answer never changes what is stored.
-import asyncio
 import os
 from binascii import hexlify, unhexlify
 
@@ -98,8 +97,8 @@ def open_answer(body, key, serial, nonce_hex, plaintext_ok=False):
 
 
 async def register(store, serial, tls=None):
-    """One exchange; stores and returns (channel, write key). Raises RegistrationError (with
-    .status, 0 if no HTTP status), OSError or asyncio.TimeoutError."""
+    """One exchange; stores and returns (channel, write key). Raises RegistrationError, with
+    .status the HTTP status, or 0 if there was no answer or no usable one."""
     factory = store.factory
     key = store.get("regkey")["key"]
     nonce = hexlify(os.urandom(16)).decode()
@@ -108,9 +107,7 @@ async def register(store, serial, tls=None):
     try:
         status, body = await request("GET", url, {"Accept": "text/plain"},
                                      timeout=_TIMEOUT_S, max_body=_MAX_BODY, ssl=tls)
-    except Exception as e:
-        if isinstance(e, asyncio.CancelledError):
-            raise
+    except Exception as e:      # asyncio's CancelledError is not an Exception: it passes
         raise RegistrationError("no answer from the registration server (%s)" % log.why(e))
     if status != 200:
         reason = body.split(b"\n", 1)[0].decode("utf-8", "replace")[:80]

@@ -79,14 +79,13 @@ class Registrar:
             # A fresh key rejected again means the cloud is inconsistent: do not spin.
             self._rejected += 1
             return backoff(self._rejected - 2, _BACKOFF_BASE_S, _BACKOFF_CAP_S) if self._rejected > 1 else None
-        except Exception as e:
-            if isinstance(e, asyncio.CancelledError):
-                raise
+        except Exception as e:      # asyncio's CancelledError is not an Exception: it passes
             log.warning("registration", "cannot check the write key (%s)" % log.why(e))
             return backoff(0, 30, 60)
+        finally:
+            unload("firmware.telemetry.thingspeak", "httpc")    # whatever the answer was
         self._checked = True
         self._rejected = 0
-        unload("firmware.telemetry.thingspeak", "httpc")
         import gc
         gc.collect()
         log.info("registration", "write key accepted by ThingSpeak (entry %d), heap free %d" % (

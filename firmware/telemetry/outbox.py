@@ -67,7 +67,7 @@ class Outbox:
 
     def __len__(self):
         """Readings waiting for an acknowledgement, stored or buffered."""
-        stored = sum(n for _, n in self._segs) - self._acked_in_oldest()
+        stored = sum(n for _, n in self._segs) - (self._done(*self._segs[0]) if self._segs else 0)
         return stored + len(self._buf) // _REC
 
     def buffered(self):
@@ -103,9 +103,7 @@ class Outbox:
         """Up to `limit` stored, unacknowledged readings, oldest first:
         [(seq, t, synced, sensor, value)]."""
         out = []
-        for first, n in self._segs:
-            if first + n - 1 <= self.acked:
-                continue
+        for first, n in self._segs:     # none is wholly done: _trim_acked removes those
             with open(self._path(first), "rb") as f:
                 data = f.read(n * _REC)
             for off in range(0, n * _REC, _REC):
@@ -129,21 +127,19 @@ class Outbox:
     def _path(self, first):
         return "%s/%08x" % (self.dir, first)
 
-    def _acked_in_oldest(self):
-        if not self._segs:
-            return 0
-        first, n = self._segs[0]
+    def _done(self, first, n):
+        """How many of a segment's n readings are done (at or below the cursor)."""
         return min(max(self.acked - first + 1, 0), n)
 
     def _trim_acked(self):
-        while self._segs and self._segs[0][0] + self._segs[0][1] - 1 <= self.acked:
+        while self._segs and self._done(*self._segs[0]) == self._segs[0][1]:
             first, _ = self._segs.pop(0)
             os.remove(self._path(first))
 
     def _enforce_capacity(self):
         while sum(n for _, n in self._segs) > self.capacity and len(self._segs) > 1:
             first, n = self._segs.pop(0)
-            lost = n - min(max(self.acked - first + 1, 0), n)
+            lost = n - self._done(first, n)
             os.remove(self._path(first))
             if lost:
                 self.dropped += lost
