@@ -48,7 +48,7 @@ def thermometer(new_board, cloud):
 
 def set_key(board, key):
     type_(board, "key\r", "registration key: ")
-    return type_(board, key + "\r", re.compile(rb"registration key (stored|refused)"))
+    return type_(board, key + "\r", re.compile(rb"registration key (stored|refused)[^\r\n]*\r\n"))
 
 
 def registered_channel(board, since=0, timeout=20):
