@@ -193,6 +193,9 @@ class Cloud:
             if self._control:
                 try:
                     await client.subscribe(self._request_topic, qos=1)
+                    # From here on a command reaches us (the session is clean: one sent
+                    # before the SUBACK is lost), so say it: people and tests wait for it.
+                    log.info("cloud", "listening for commands on channel %s" % self._control)
                 except MQTTError as e:   # an inactive config: channels are closed to us
                     log.warning("cloud", "no control channel: %s" % e)
                     self._control = self._request_topic = None

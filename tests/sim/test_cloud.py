@@ -143,7 +143,7 @@ def test_rotated_credentials_make_the_board_bootstrap_again(cloud, onboard):
 
 def test_cloud_asks_for_a_new_bootstrap(cloud, onboard):
     board = onboard()
-    board.wait_for(rb"MQTT connected", timeout=20)
+    board.wait_for(rb"listening for commands", timeout=20)     # subscribed: a command arrives
     mark = board.mark()
     rid = cloud.send_command(board.node_id, "rebootstrap")
     reply = cloud.wait_message("channels/+/messages/res", timeout=10)
