@@ -17,7 +17,7 @@ class Online:
 
     def key_changed(self):
         if self.registrar is not None:
-            self.registrar.wake.set()
+            self.registrar.new_key()
         else:
             self._register()
 
@@ -26,8 +26,27 @@ class Online:
         f = self.store.factory
         if f["endpoints"]["registration"] and self.store.get("regkey")["key"]:
             from firmware.cloud.registration import Registrar
-            self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.app.tls)
+            streams = self.app.telemetry is not None and "thingspeak" in self.app.sinks()
+            self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.app.tls,
+                                       ("httpc", "firmware.telemetry.thingspeak") if streams else ())
             self.tasks.append(asyncio.create_task(self.registrar.run()))
+            if streams:
+                self.tasks.append(asyncio.create_task(self._thingspeak()))
+
+    async def _thingspeak(self):
+        """Readings to the registered ThingSpeak channel, whenever the registrar holds a write
+        key the server accepted; a rejected key sends the registrar back to register."""
+        reg = self.registrar
+        box, sampler = self.app.telemetry
+        while True:
+            await reg.ready.wait()
+            # Loaded only now: registering (KDF, AES) must not share the heap with it.
+            from firmware.telemetry.thingspeak import KeyRejected
+            from firmware.telemetry.thingspeak_sink import ThingSpeakSink
+            try:
+                await ThingSpeakSink(self.store, box, sampler, self.app.tls).run(reg)
+            except KeyRejected as e:
+                reg.key_rejected(e)
 
     async def run(self):
         app = self.app

@@ -48,10 +48,10 @@ _SCHEMA = {
     # midPoint self-registration result (ThingSpeak channel and write key).
     "registration": (1, '{"done":false,"channel":"","write_key":""}'),
     "telemetry": (1, '{"enabled":true,"interval_s":60}'),
-    # Outbox cursor: every reading up to seq is done (acknowledged by the cloud, or dropped
-    # when the outbox was full; dropped counts those).
-    # Kept tiny on purpose: it is the hot record (see docs/storage.md).
-    "cursor": (1, '{"seq":0,"dropped":0}'),
+    # Outbox cursors: every reading up to sinks[name] reached that cloud; every reading up to
+    # seq is done (delivered to every sink, or dropped when the outbox was full; dropped
+    # counts those). Kept tiny on purpose: it is the hot record (see docs/storage.md).
+    "cursor": (1, '{"seq":0,"dropped":0,"sinks":{}}'),
 }
 
 NAMES = tuple(sorted(_SCHEMA))

@@ -35,9 +35,14 @@ def split_url(url):
     return tls, host, port, "/" + path
 
 
+_SEND = 1024        # bytes of a streamed body gathered per write: fewer TLS records
+
+
 async def request(method, url, headers=None, body=None, timeout=10, max_body=4096, ssl=None):
     """Send one request; return (status, body bytes). Raises HTTPError, OSError or
-    asyncio.TimeoutError. For https:// pass `ssl` (an SSLContext with the CA loaded)."""
+    asyncio.TimeoutError. For https:// pass `ssl` (an SSLContext with the CA loaded).
+    body: bytes, str, or a function returning an iterator of ASCII str chunks, called twice
+    (once to count, once to send), so a big body never sits in the heap whole."""
     tls, host, port, path = split_url(url)
     if tls and ssl is None:
         raise HTTPError("https needs an SSL context")
@@ -50,9 +55,19 @@ async def request(method, url, headers=None, body=None, timeout=10, max_body=409
         head = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n" % (method, path, host)
         for k in headers or ():
             head += "%s: %s\r\n" % (k, headers[k])
+        streamed = callable(body)
         if body is not None:
-            head += "Content-Length: %d\r\n" % len(body)
+            head += "Content-Length: %d\r\n" % (sum(len(c) for c in body()) if streamed else len(body))
         w.write(head.encode() + b"\r\n")
+        if streamed:
+            buf = bytearray()
+            for chunk in body():
+                buf += chunk.encode()
+                if len(buf) >= _SEND:
+                    w.write(buf)
+                    await asyncio.wait_for(w.drain(), timeout)
+                    buf = bytearray()
+            body = buf
         if body:
             w.write(body)
         await asyncio.wait_for(w.drain(), timeout)

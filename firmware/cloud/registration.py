@@ -2,7 +2,7 @@
 # stored without a result, retries with capped backoff and jitter (slowly for answers only a
 # person can change: unknown key, serial of another organisation), checks the stored write key
 # once per online phase with a ThingSpeak status update, and registers again when that key was
-# rotated. The exchange itself (firmware/cloud/midpoint.py) is loaded per attempt.
+# rotated (found by the check or by the ThingSpeak sink: key_rejected). The exchange itself (firmware/cloud/midpoint.py) is loaded per attempt.
 import asyncio
 
 import log
@@ -14,13 +14,17 @@ _BACKOFF_CAP_S = 1800
 
 
 class Registrar:
-    def __init__(self, store, serial, tls=None):
+    def __init__(self, store, serial, tls=None, keep=()):
+        """keep: modules another task uses (the ThingSpeak sink's HTTP client): not unloaded."""
         self.store = store
         self.serial = serial
         self.tls = tls
+        self.keep = keep
         self.wake = asyncio.Event()     # set by the console when a new key is stored
+        self.ready = asyncio.Event()    # set while the stored write key is registered and accepted
         self._checked = False
-        self._rejected = 0              # write-key rejections in a row
+        self._rejected = 0              # write-key rejections since a write last got through
+        self._hold = 0                  # seconds to wait before registering again
 
     def pending(self):
         return bool(self.store.get("regkey")["key"]) and not self.store.get("registration")["done"]
@@ -29,6 +33,15 @@ class Registrar:
         attempt = 0
         while True:
             delay = None
+            if self.pending() and self._hold:
+                # A fresh key refused again: the cloud is inconsistent; do not spin on it.
+                log.info("registration", "registering again in %d s" % self._hold)
+                try:
+                    await asyncio.wait_for(self.wake.wait(), self._hold)   # a new key cuts it short
+                except asyncio.TimeoutError:
+                    pass
+                self.wake.clear()
+                self._hold = 0
             if self.pending():
                 from firmware.cloud import midpoint
                 try:
@@ -49,18 +62,44 @@ class Registrar:
                     attempt += 1
                 del midpoint
                 # The exchange's code (and its KDF and AES) is needed again only for the next one.
-                unload("firmware.cloud.midpoint", "httpc", "pbkdf2", "aes")
+                self._unload("firmware.cloud.midpoint", "httpc", "pbkdf2", "aes")
             if delay is None and not self._checked and self.store.get("registration")["done"]:
                 delay = await self._check_key()
             if delay is None and self.pending():
                 continue
             try:
                 await asyncio.wait_for(self.wake.wait(), delay)
-                log.info("registration", "new registration key: registering")
                 attempt = 0
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
+
+    def _unload(self, *names):
+        unload(*[n for n in names if n not in self.keep])
+
+    def new_key(self):
+        """The console stored a new key (and cleared the registration): register now."""
+        log.info("registration", "new registration key: registering")
+        self.ready.clear()
+        self._checked = False
+        self._hold = 0
+        self.wake.set()
+
+    def key_rejected(self, e):
+        """ThingSpeak refused the stored write key (rotated, or the channel is gone): forget the
+        registration and register again (after a pause if this keeps happening)."""
+        log.warning("registration", "%s: registering again" % e)
+        self.store.set("registration", {})
+        self.ready.clear()
+        self._checked = False
+        self._rejected += 1
+        if self._rejected > 1:
+            self._hold = backoff(self._rejected - 2, _BACKOFF_BASE_S, _BACKOFF_CAP_S)
+        self.wake.set()
+
+    def key_accepted(self):
+        """A write with the stored key got through."""
+        self._rejected = 0
 
     async def _check_key(self):
         """Once per online phase: a status update with the stored write key. A rejected key was
@@ -74,18 +113,17 @@ class Registrar:
         try:
             entry = await update(endpoint, rec["write_key"], (("status", "online"),), ssl=self.tls)
         except KeyRejected as e:
-            log.warning("registration", "%s: registering again" % e)
-            self.store.set("registration", {})
-            # A fresh key rejected again means the cloud is inconsistent: do not spin.
-            self._rejected += 1
-            return backoff(self._rejected - 2, _BACKOFF_BASE_S, _BACKOFF_CAP_S) if self._rejected > 1 else None
+            self.key_rejected(e)
+            self.wake.clear()       # the loop registers next anyway
+            return None
         except Exception as e:      # asyncio's CancelledError is not an Exception: it passes
             log.warning("registration", "cannot check the write key (%s)" % log.why(e))
             return backoff(0, 30, 60)
         finally:
-            unload("firmware.telemetry.thingspeak", "httpc")    # whatever the answer was
+            self._unload("firmware.telemetry.thingspeak", "httpc")    # whatever the answer was
         self._checked = True
-        self._rejected = 0
+        self.key_accepted()
+        self.ready.set()
         import gc
         gc.collect()
         log.info("registration", "write key accepted by ThingSpeak (entry %d), heap free %d" % (

@@ -14,12 +14,12 @@ async def stream(client, topic, node_id, outbox, sampler):
     """Until the link dies (the publish raises) or the task is cancelled."""
     first_this_boot = outbox.first_seq_this_boot
     while True:
-        batch = outbox.pending(_BATCH)
+        batch = outbox.pending("mqtt", _BATCH)
         if not batch:
             sampler.stored.clear()
             await sampler.stored.wait()
             continue
         payload = senml.encode(node_id, batch, sampler.uptime(), first_this_boot)
         await client.publish(topic, payload, qos=1)
-        outbox.ack(batch[-1][0])
+        outbox.ack("mqtt", batch[-1][0])
         log.debug("telemetry", "delivered readings %d..%d" % (batch[0][0], batch[-1][0]))

@@ -1,20 +1,22 @@
 # The outbox: readings wait here, on flash, until a sink saw the cloud acknowledge them
 # (docs/telemetry.md has the format, the crash reasoning and the wear budget).
 #
-#   box = Outbox(store)                  # at boot: finds the segments, repairs a torn tail
+#   box = Outbox(store, ("mqtt",))       # at boot: finds the segments, repairs a torn tail
 #   seq = box.add(21.5, t, synced)       # buffered in RAM
 #   box.flush()                          # appended to flash: from now on it survives a power cut
-#   for r in box.pending(32): ...        # (seq, t, synced, sensor, value), oldest first
-#   box.ack(seq)                         # the cloud has everything up to seq: cursor, segments
+#   for r in box.pending("mqtt", 32): .. # (seq, t, synced, sensor, value), oldest first
+#   box.ack("mqtt", seq)                 # that sink's cloud has everything up to seq
 #
 # Layout: /outbox/<first seq, 8 hex digits>, each an append-only segment of up to _SEG
 # records of _REC bytes: "<IIfHH" seq, t (epoch s, or uptime s if not synced), value,
 # flags (bit 0: t is epoch; bits 8..15: sensor index), then a CRC-32 of those 16 bytes.
 # LittleFS commits an append when the file is closed, so a cut mid-append leaves the
 # segment as it was; a record that still fails its CRC (a damaged block) ends the segment.
-# The cursor is the `cursor` record of the store: every seq up to cursor.seq is done (the
-# cloud acknowledged it, or it was dropped). When the outbox is full the oldest segment is
-# dropped and its unsent readings are counted in cursor.dropped and logged, never silently.
+# Each sink (a cloud the readings go to) has its own cursor: every seq up to it reached that
+# cloud. The store's `cursor` record keeps them ({"sinks": {name: seq}}) and their minimum,
+# `seq`: every reading up to it is done, so its segments can go. When the outbox is full the
+# oldest segment is dropped and the readings some sink had not got yet are counted in
+# cursor.dropped and logged, never silently.
 import os
 import struct
 
@@ -35,15 +37,23 @@ _SYNCED = const(1)
 
 
 class Outbox:
-    def __init__(self, store, root="", capacity=96 * _SEG):
+    def __init__(self, store, sinks, root="", capacity=96 * _SEG):
+        """sinks: the names of the clouds readings go to. A sink's stored cursor is kept; a
+        new one starts at the oldest reading still stored; one no longer named is forgotten."""
         self.store = store
         self.dir = root + _DIR
         self.capacity = max(capacity, 2 * _SEG)
         self._segs = []         # [first seq, record count], oldest first
         self._buf = bytearray()
         cur = store.get("cursor")
-        self.acked = cur["seq"]
+        self.acked = cur["seq"]     # every reading up to here is done: delivered to every sink
         self.dropped = cur.get("dropped", 0)
+        known = cur.get("sinks") or {}
+        self.cursors = {}
+        for name in sinks:
+            self.cursors[name] = max(known.get(name, 0), self.acked)
+        if self.cursors:        # a sink no longer named held readings the others had
+            self.acked = min(self.cursors.values())
         try:
             os.mkdir(self.dir)
         except OSError:
@@ -66,9 +76,15 @@ class Outbox:
     # -- what the sinks and the app see --
 
     def __len__(self):
-        """Readings waiting for an acknowledgement, stored or buffered."""
+        """Readings some sink has not delivered yet, stored or buffered."""
         stored = sum(n for _, n in self._segs) - (self._done(*self._segs[0]) if self._segs else 0)
         return stored + len(self._buf) // _REC
+
+    def attach(self, sink):
+        """A sink that starts now (a registration key was typed): it gets every reading still
+        stored, and holds the ones it has not delivered from now on."""
+        if sink not in self.cursors:
+            self.cursors[sink] = self.acked
 
     def buffered(self):
         return len(self._buf) // _REC
@@ -99,30 +115,41 @@ class Outbox:
         self._buf = bytearray()
         self._enforce_capacity()
 
-    def pending(self, limit):
-        """Up to `limit` stored, unacknowledged readings, oldest first:
+    def pending(self, sink, limit):
+        """Up to `limit` stored readings the sink has not delivered, oldest first:
         [(seq, t, synced, sensor, value)]."""
-        out = []
+        return list(self.readings(sink, limit))
+
+    def readings(self, sink, limit):
+        """pending() one reading at a time: a big batch never sits in the heap as a list.
+        The outbox must not change until the iteration ends."""
+        after = self.cursors[sink]
         for first, n in self._segs:     # none is wholly done: _trim_acked removes those
+            if first + n - 1 <= after:
+                continue
             with open(self._path(first), "rb") as f:
                 data = f.read(n * _REC)
             for off in range(0, n * _REC, _REC):
                 seq, t, value, flags, _ = struct.unpack_from(_BODY, data, off)
-                if seq > self.acked:
-                    out.append((seq, t, bool(flags & _SYNCED), flags >> 8, value))
-                    if len(out) >= limit:
-                        return out
-        return out
+                if seq > after:
+                    yield seq, t, bool(flags & _SYNCED), flags >> 8, value
+                    limit -= 1
+                    if limit <= 0:
+                        return
 
-    def ack(self, seq):
-        """The cloud has every reading up to seq: persist the cursor, drop spent segments."""
-        if seq <= self.acked:
+    def ack(self, sink, seq):
+        """The sink's cloud has every reading up to seq: persist the cursors, drop spent segments."""
+        if seq <= self.cursors[sink]:
             return
-        self.acked = seq
-        self.store.update("cursor", seq=seq, dropped=self.dropped)
+        self.cursors[sink] = seq
+        self.acked = max(self.acked, min(self.cursors.values()))
+        self._save()
         self._trim_acked()
 
     # -- internals --
+
+    def _save(self):
+        self.store.update("cursor", seq=self.acked, dropped=self.dropped, sinks=self.cursors)
 
     def _path(self, first):
         return "%s/%08x" % (self.dir, first)
@@ -144,7 +171,9 @@ class Outbox:
             if lost:
                 self.dropped += lost
                 self.acked = max(self.acked, first + n - 1)
-                self.store.update("cursor", seq=self.acked, dropped=self.dropped)
+                for name in self.cursors:
+                    self.cursors[name] = max(self.cursors[name], self.acked)
+                self._save()
                 log.warning("outbox", "outbox full: dropped %d oldest readings (%d in all)" % (
                     lost, self.dropped))
 

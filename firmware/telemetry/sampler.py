@@ -34,6 +34,7 @@ class Sampler:
         self._up_ms = 0
         self._last = time.ticks_ms()
         self._oldest = None             # ticks of the oldest reading still in the batch
+        self._boot = None               # epoch seconds of this boot, once the clock is set
 
     def uptime(self):
         """Seconds since boot, without the ~12-day wrap of ticks_ms."""
@@ -41,6 +42,15 @@ class Sampler:
         self._up_ms += time.ticks_diff(now, self._last)
         self._last = now
         return self._up_ms // 1000
+
+    def boot_time(self):
+        """Epoch seconds of this boot once the clock was set from the network, else None.
+        Fixed from then on, so a reading's resolved time is the same every time it is sent."""
+        if self._boot is None:
+            t, synced = clock()
+            if synced:
+                self._boot = t - self.uptime()
+        return self._boot
 
     async def run(self):
         while True:

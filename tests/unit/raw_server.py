@@ -1,5 +1,6 @@
 """A hand-made HTTP server for the device's clients: answers every connection with whatever
 respond(request bytes) returns (a fixed reply, garbage, silence, or a tampered real answer)."""
+import re
 import socket
 import threading
 
@@ -27,6 +28,14 @@ class RawServer:
                     if not part:
                         break
                     req += part
+                head, _, body = req.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                while length and len(body) < int(length.group(1)):
+                    part = c.recv(65536)
+                    if not part:
+                        break
+                    body += part
+                req = head + b"\r\n\r\n" + body
                 self.requests.append(req)
                 data = self.respond(req)
                 if data:

@@ -47,7 +47,7 @@ def test_a_new_serial_gets_a_channel_then_the_same_one(svc):
     plain = seal.parse_answer(body)
     assert body == "channel=%d\nwriteKey=%s\n" % (plain["channel"], plain["write_key"])
     ch = svc.ts.channel(plain["channel"])
-    assert ch["name"] == "Thermometer 74743827342" and ch["fields"] == {"field1": "temperature"}
+    assert ch["name"] == "Thermometer 74743827342" and ch["fields"] == {"field1": "temperature", "field2": "seq"}
     assert ch["write_key"] == plain["write_key"] and ch["owner"] == str(org["id"])
     assert registered(svc, "74743827342") == plain                         # sealed, same channel
     assert registered(svc, "74743827342", nonce=NONCE.upper()) == plain    # the AAD has it in lower case

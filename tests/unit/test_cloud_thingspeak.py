@@ -135,6 +135,25 @@ def test_created_at_formats_and_uniqueness(svc, ch):
     assert svc.ts.entries(ch["id"])[-1]["created_at"] == "2026-01-01T00:01:00Z"     # the clock, 4 x 15 s later
 
 
+def test_a_write_sent_again_is_kept_once(svc, ch):
+    # A device that got no answer sends the same entries again: answered, not stored twice.
+    key = ch["write_key"]
+    one = dict(field1="21.5", field2="7", created_at="2026-01-01T00:00:00Z")
+    assert write(svc, key, **one)[:2] == (200, "1")
+    assert write(svc, key, **one)[:2] == (200, "1")                    # the same entry again
+    assert write(svc, key, **dict(one, field1="22"))[:2] == (200, "0")  # another value at that time
+    batch = [{"created_at": 1767225600 + i, "field1": str(i), "field2": str(8 + i)} for i in range(1, 4)]
+    assert bulk(svc, ch["id"], {"write_api_key": key, "updates": batch})[0] == 202
+    svc.clock.now += 15
+    more = batch + [{"created_at": 1767225604, "field1": "4", "field2": "12"}]
+    assert bulk(svc, ch["id"], {"write_api_key": key, "updates": more})[0] == 202
+    assert [e["field2"] for e in svc.ts.entries(ch["id"])] == ["7", "9", "10", "11", "12"]
+    svc.clock.now += 15
+    clash = [dict(batch[0], field1="other")]
+    st, answer = bulk(svc, ch["id"], {"write_api_key": key, "updates": clash})
+    assert st == 400 and answer["error"].startswith("update 0: the channel has another entry at")
+
+
 def bulk(svc, channel_id, body):
     st, _, text = svc.call("POST", "/channels/%s/bulk_update.json" % channel_id, json.dumps(body).encode(),
                            {"Content-Type": "application/json"})
@@ -182,7 +201,7 @@ def test_bulk_update_limits_and_errors(svc, ch):
             "update 1: not an object"),
            ({"write_api_key": key, "updates": [{"delta_t": 1, "field1": "x" * 256}]}, 400, "update 0: field1"),
            ({"write_api_key": key, "updates": [{"created_at": "2020-01-01 00:00:00", "field1": "x"}] * 2},
-            400, "update 1: the channel has an entry at 2020-01-01T00:00:00Z"),
+            400, "update 1: an earlier update of the list is at 2020-01-01T00:00:00Z"),
            ({"write_api_key": key, "updates": [{"created_at": "99999999999999", "field1": "x"}]}, 400,
             "update 0: bad created_at")]
     for body, status, why in bad:

@@ -98,7 +98,7 @@ result(before=before, factory=s2.factory, wifi=s2.get("wifi"), user=s2.get("user
     assert r["wifi"] == {"networks": [{"ssid": 'caf\u00e9 "wifi"', "password": "pw"}]}
     assert r["user"] == {"user_id": "u-1", "secret": "sec", "status": "pending", "reset": False}
     assert r["tele"] == {"enabled": False, "interval_s": 15, "extra": [1, {"b": None}]}
-    assert r["cursor"] == {"seq": 41, "dropped": 0}
+    assert r["cursor"] == {"seq": 41, "dropped": 0, "sinks": {}}
     assert r["claim"] == {"code": "", "claimed": False}
     assert r["src"]["wifi"] == "primary" and r["src"]["claim"] == "default"
     assert "claim" not in r["files"] and "cursor" in r["files"]
@@ -543,7 +543,7 @@ def test_outbox_flash_wear_per_reading(mpy, capsys):
     out, [r] = mpy(r'''
 from firmware.telemetry.outbox import Outbox
 s = store.Store(MNT)
-box = Outbox(s, root=MNT)
+box = Outbox(s, ("mqtt",), root=MNT)
 def per(n, batch, ack_every):
     c0 = counts()
     for i in range(n):
@@ -551,7 +551,7 @@ def per(n, batch, ack_every):
         if box.buffered() >= batch:
             box.flush()
         if ack_every and (i + 1) % ack_every == 0:
-            box.ack(box.next_seq - 1)
+            box.ack("mqtt", box.next_seq - 1)
     box.flush()
     return [v / n for v in delta(c0)]
 result(single=per(256, 1, 0), batch16=per(256, 16, 0), acked=per(256, 1, 32))

@@ -144,7 +144,7 @@ class RegistrationService:
             if dev is not None and dev["org_id"] != org["id"]:
                 raise Refused(409, "serial %s belongs to another organisation" % serial)
             if dev is None:
-                channel_id = self.thingspeak.create_channel("Thermometer " + serial, ["temperature"],
+                channel_id = self.thingspeak.create_channel("Thermometer " + serial, ["temperature", "seq"],
                                                             owner=org["id"], tx=c)["id"]
                 c.execute("INSERT INTO mp_devices VALUES (?, ?, ?, ?)", (serial, org["id"], channel_id, self.clock()))
             else:

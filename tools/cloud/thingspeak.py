@@ -11,8 +11,9 @@ Write one entry, with the channel's write key as `api_key` (query or body) or in
 
 Parameters: field1..field8 and status (at most 255 bytes each; a write with none of them is not
 accepted), lat (-90..90), long (-180..180), elevation, created_at (ISO 8601 such as
-`2014-12-31T23:59:59Z` or `2014-12-31 23:59:59`, UTC unless it has an offset; default now; a time
-the channel already has is not accepted). Writes of one channel closer together than `rate_limit_s`
+`2014-12-31T23:59:59Z` or `2014-12-31 23:59:59`, UTC unless it has an offset; default now). A
+created_at the channel has already is not accepted, unless the write is the same as that entry (a
+device sending again what it got no answer for): then it answers that entry and stores nothing. Writes of one channel closer together than `rate_limit_s`
 (15 s, ThingSpeak's free licence; 0 = no limit) are not accepted. Every other problem with the
 data answers "0" too, never 400: a device takes 400 to mean that its key was rotated.
 
@@ -22,6 +23,7 @@ data answers "0" too, never 400: a device takes 400 to mean that its key was rot
         1 to 960 updates, each with created_at (ISO 8601, MySQL or epoch seconds) or delta_t
         (seconds after the previous update of the list; the first one's after the time of the
         request; only the first may be 0), plus field1..8, status, latitude, longitude, elevation.
+        An update the same as the entry the channel has at its time is a replay: skipped.
 
     GET /channels/{id}/feeds.json?api_key=<read key>&results=N
         200 {"channel": {...}, "feeds": [the last N entries, oldest first]} (N: default 100, at most
@@ -262,8 +264,13 @@ class ThingSpeakService:
             if self.rate_limit_s and since is not None and since < self.rate_limit_s:
                 raise TooSoon("rate limit: %.1f s since the last write, %g s needed" % (since, self.rate_limit_s))
             created_at = iso(now if when is None else when)
-            if when is not None and self._taken(c, ch["id"], created_at):
-                raise NotAccepted("the channel has an entry at created_at already")
+            if when is not None:
+                taken = self._taken(c, ch["id"], created_at, values)
+                if taken:
+                    log.info("channel %d: entry %d written again (a replay): kept once", ch["id"], taken["entry_id"])
+                    return taken
+                if taken is False:
+                    raise NotAccepted("the channel has another entry at created_at already")
             entry = self._insert(c, ch["id"], ch["last_entry"] + 1, created_at, values)
             c.execute("UPDATE ts_channels SET last_entry = ?, last_write = ? WHERE id = ?",
                       (entry["entry_id"], now, ch["id"]))
@@ -284,19 +291,26 @@ class ThingSpeakService:
                 raise TooSoon("%.1f s since the last bulk update, %g s needed" % (since, self.rate_limit_s))
             if not isinstance(updates, list) or not 1 <= len(updates) <= MAX_BULK:
                 raise NotAccepted("updates must be a list of 1 to %d objects" % MAX_BULK)
-            t, seen, entry_id = now, set(), ch["last_entry"]
+            t, seen, entry_id, replays = now, set(), ch["last_entry"], 0
             for i, u in enumerate(updates):
                 t = self._bulk_time(i, u, t)
                 values, _ = entry_values(dict(u, created_at=None), "update %d: " % i)
                 created_at = iso(t)
-                if created_at in seen or self._taken(c, ch["id"], created_at):
-                    raise NotAccepted("update %d: the channel has an entry at %s already" % (i, created_at))
+                taken = None if created_at in seen else self._taken(c, ch["id"], created_at, values)
+                if taken:
+                    replays += 1
+                    continue
+                if created_at in seen:
+                    raise NotAccepted("update %d: an earlier update of the list is at %s too" % (i, created_at))
+                if taken is False:
+                    raise NotAccepted("update %d: the channel has another entry at %s already" % (i, created_at))
                 seen.add(created_at)
                 entry_id += 1
                 self._insert(c, ch["id"], entry_id, created_at, values)
             c.execute("UPDATE ts_channels SET last_entry = ?, last_bulk = ? WHERE id = ?", (entry_id, now, ch["id"]))
-        log.info("channel %d: bulk update of %d entries", channel_id, len(updates))
-        return len(updates)
+        log.info("channel %d: bulk update of %d entries%s", channel_id, len(updates),
+                 " (%d written again: kept once)" % replays if replays else "")
+        return len(updates) - replays
 
     @staticmethod
     def _bulk_time(i, update, previous):
@@ -316,9 +330,15 @@ class ThingSpeakService:
             raise NotAccepted(where + "bad created_at or delta_t") from None
 
     @staticmethod
-    def _taken(c, channel_id, created_at):
-        return c.execute("SELECT 1 FROM ts_entries WHERE channel_id = ? AND created_at = ?",
-                         (channel_id, created_at)).fetchone() is not None
+    def _taken(c, channel_id, created_at, values=None):
+        """None if the channel has no entry at created_at; the entry if it holds exactly
+        `values` (a replay: a device sending again what it got no answer for); else False."""
+        row = c.execute("SELECT * FROM ts_entries WHERE channel_id = ? AND created_at = ?",
+                        (channel_id, created_at)).fetchone()
+        if row is None:
+            return None
+        same = values is not None and all(row[k] == values.get(k) for k in FIELDS + EXTRAS)
+        return _entry(row) if same else False
 
     @staticmethod
     def _insert(c, channel_id, entry_id, created_at, values):
