@@ -6,6 +6,7 @@ import asyncio
 
 import log
 from firmware import board
+from firmware.unload import unload
 
 
 class Online:
@@ -27,8 +28,7 @@ class Online:
         if f["endpoints"]["registration"] and self.store.get("regkey")["key"]:
             from firmware.cloud.registration import Registrar
             streams = self.app.telemetry is not None and "thingspeak" in self.app.sinks()
-            self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.app.tls,
-                                       ("httpc", "firmware.telemetry.thingspeak") if streams else ())
+            self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.app.tls, streams)
             self.tasks.append(asyncio.create_task(self.registrar.run()))
             if streams:
                 self.tasks.append(asyncio.create_task(self._thingspeak()))
@@ -40,13 +40,17 @@ class Online:
         box, sampler = self.app.telemetry
         while True:
             await reg.ready.wait()
-            # Loaded only now: registering (KDF, AES) must not share the heap with it.
-            from firmware.telemetry.thingspeak import KeyRejected
-            from firmware.telemetry.thingspeak_sink import ThingSpeakSink
+            # Loaded only while it runs: registering (KDF, AES) must not share the heap with it.
+            from firmware.telemetry import thingspeak_sink
+            rejected = None
             try:
-                await ThingSpeakSink(self.store, box, sampler, self.app.tls).run(reg)
-            except KeyRejected as e:
-                reg.key_rejected(e)
+                await thingspeak_sink.ThingSpeakSink(self.store, box, sampler, self.app.tls).run(reg)
+            except thingspeak_sink.KeyRejected as e:
+                rejected = e
+            thingspeak_sink = None
+            unload("firmware.telemetry.thingspeak_sink", "firmware.telemetry.thingspeak", "httpc")
+            if rejected is not None:
+                reg.key_rejected(rejected)
 
     async def run(self):
         app = self.app

@@ -35,14 +35,13 @@ def split_url(url):
     return tls, host, port, "/" + path
 
 
-_SEND = 1024        # bytes of a streamed body gathered per write: fewer TLS records
-
-
-async def request(method, url, headers=None, body=None, timeout=10, max_body=4096, ssl=None):
+async def request(method, url, headers=None, body=None, timeout=10, max_body=4096, ssl=None, buf=None):
     """Send one request; return (status, body bytes). Raises HTTPError, OSError or
     asyncio.TimeoutError. For https:// pass `ssl` (an SSLContext with the CA loaded).
-    body: bytes, str, or a function returning an iterator of ASCII str chunks, called twice
-    (once to count, once to send), so a big body never sits in the heap whole."""
+    body: bytes, str, or a function returning an iterator of bytes chunks, called twice
+    (once to count, once to send), so a big body never sits in the heap whole; they are
+    gathered in `buf` (a bytearray the caller allocated once, while the heap had room for
+    it) and sent a buffer at a time, so each TLS record carries more than one chunk."""
     tls, host, port, path = split_url(url)
     if tls and ssl is None:
         raise HTTPError("https needs an SSL context")
@@ -60,15 +59,21 @@ async def request(method, url, headers=None, body=None, timeout=10, max_body=409
             head += "Content-Length: %d\r\n" % (sum(len(c) for c in body()) if streamed else len(body))
         w.write(head.encode() + b"\r\n")
         if streamed:
-            buf = bytearray()
+            # A fixed buffer, filled and sent: a growing one would leave holes in the heap.
+            size = len(buf)
+            n = 0
             for chunk in body():
-                buf += chunk.encode()
-                if len(buf) >= _SEND:
-                    w.write(buf)
+                if n + len(chunk) > size:
+                    w.write(memoryview(buf)[:n])
                     await asyncio.wait_for(w.drain(), timeout)
-                    buf = bytearray()
-            body = buf
-        if body:
+                    n = 0
+                if len(chunk) > size:
+                    w.write(chunk)
+                    continue
+                buf[n:n + len(chunk)] = chunk
+                n += len(chunk)
+            body = memoryview(buf)[:n]
+        if body is not None and len(body):
             w.write(body)
         await asyncio.wait_for(w.drain(), timeout)
         line = await asyncio.wait_for(r.readline(), timeout)

@@ -13,7 +13,9 @@ from binascii import hexlify, unhexlify
 from micropython import const
 
 import log
+from aes import GCM            # loaded with this module, before the exchange fragments the heap
 from httpc import request
+from pbkdf2 import pbkdf2_sha256
 
 _TIMEOUT_S = const(10)
 _MAX_BODY = const(1024)
@@ -44,7 +46,6 @@ def _fields(text):
 
 
 def _derive(key, serial, iterations):
-    from pbkdf2 import pbkdf2_sha256
     salt = _CONTEXT + serial + "|" + key[:8]
     return pbkdf2_sha256(key[9:].encode(), salt.encode(), iterations, 32)
 
@@ -69,7 +70,6 @@ def open_answer(body, key, serial, nonce_hex, plaintext_ok=False):
                                     % (iterations, _ITER_MIN, _ITER_MAX))
         if len(iv) != 12 or len(sealed) < 17:
             raise RegistrationError("bad sealed answer")
-        from aes import GCM
         import time
         t0 = time.ticks_ms()
         dk = _derive(key, serial, iterations)

@@ -1,8 +1,9 @@
 # Self-registration's task (docs/registration.md): registers whenever a registration key is
 # stored without a result, retries with capped backoff and jitter (slowly for answers only a
-# person can change: unknown key, serial of another organisation), checks the stored write key
-# once per online phase with a ThingSpeak status update, and registers again when that key was
-# rotated (found by the check or by the ThingSpeak sink: key_rejected). The exchange itself (firmware/cloud/midpoint.py) is loaded per attempt.
+# person can change: unknown key, serial of another organisation), has the stored write key
+# checked once per online phase (by the ThingSpeak sink's first write, or by a status update
+# when no readings go to ThingSpeak), and registers again when that key was rotated
+# (key_rejected). The exchange itself (firmware/cloud/midpoint.py) is loaded per attempt.
 import asyncio
 
 import log
@@ -14,12 +15,16 @@ _BACKOFF_CAP_S = 1800
 
 
 class Registrar:
-    def __init__(self, store, serial, tls=None, keep=()):
-        """keep: modules another task uses (the ThingSpeak sink's HTTP client): not unloaded."""
+    def __init__(self, store, serial, tls=None, streams=False):
+        """streams: a ThingSpeak sink writes readings with the key (firmware/online.py): its
+        writes check the key, so no status update is sent (its time could take a reading's),
+        and the HTTP client it shares stays loaded."""
         self.store = store
         self.serial = serial
         self.tls = tls
-        self.keep = keep
+        self.streams = streams
+        self.keep = ("httpc", "firmware.telemetry.thingspeak") if streams else ()
+        self._accepted = False
         self.wake = asyncio.Event()     # set by the console when a new key is stored
         self.ready = asyncio.Event()    # set while the stored write key is registered and accepted
         self._checked = False
@@ -64,7 +69,11 @@ class Registrar:
                 # The exchange's code (and its KDF and AES) is needed again only for the next one.
                 self._unload("firmware.cloud.midpoint", "httpc", "pbkdf2", "aes")
             if delay is None and not self._checked and self.store.get("registration")["done"]:
-                delay = await self._check_key()
+                if self.streams:
+                    self._checked = True
+                    self.ready.set()
+                else:
+                    delay = await self._check_key()
             if delay is None and self.pending():
                 continue
             try:
@@ -81,7 +90,7 @@ class Registrar:
         """The console stored a new key (and cleared the registration): register now."""
         log.info("registration", "new registration key: registering")
         self.ready.clear()
-        self._checked = False
+        self._checked = self._accepted = False
         self._hold = 0
         self.wake.set()
 
@@ -91,15 +100,21 @@ class Registrar:
         log.warning("registration", "%s: registering again" % e)
         self.store.set("registration", {})
         self.ready.clear()
-        self._checked = False
+        self._checked = self._accepted = False
         self._rejected += 1
         if self._rejected > 1:
             self._hold = backoff(self._rejected - 2, _BACKOFF_BASE_S, _BACKOFF_CAP_S)
         self.wake.set()
 
-    def key_accepted(self):
-        """A write with the stored key got through."""
+    def key_accepted(self, entry=None):
+        """A write with the stored key got through (said once per registration and phase)."""
         self._rejected = 0
+        if not self._accepted:
+            self._accepted = True
+            import gc
+            gc.collect()
+            log.info("registration", "write key accepted by ThingSpeak%s, heap free %d" % (
+                "" if entry is None else " (entry %d)" % entry, gc.mem_free()))
 
     async def _check_key(self):
         """Once per online phase: a status update with the stored write key. A rejected key was
@@ -122,10 +137,6 @@ class Registrar:
         finally:
             self._unload("firmware.telemetry.thingspeak", "httpc")    # whatever the answer was
         self._checked = True
-        self.key_accepted()
+        self.key_accepted(entry)
         self.ready.set()
-        import gc
-        gc.collect()
-        log.info("registration", "write key accepted by ThingSpeak (entry %d), heap free %d" % (
-            entry, gc.mem_free()))
         return None

@@ -3,7 +3,7 @@
 # caller's (firmware/telemetry/thingspeak_sink.py, firmware/cloud/registration.py).
 #
 #   entry = await update("http://cloud.lan", key, (("field1", "21.5"), ("status", "ok")))
-#   await bulk_update("http://cloud.lan", channel, key, updates)   # updates(): str chunks
+#   await bulk_update("http://cloud.lan", channel, key, updates, buf)   # updates(): str chunks
 #
 # update's answer is the new entry ID; 0 means "not inserted" (rate limit: one write per
 # channel per 15 s on a free licence). bulk_update answers 202; 429 means "too soon".
@@ -43,10 +43,10 @@ def _quote(s):
     return "".join(out)
 
 
-async def _post(url, write_key, ctype, body, ssl):
+async def _post(url, write_key, ctype, body, ssl, buf=None):
     status, answer = await request(
         "POST", url, {"X-THINGSPEAKAPIKEY": write_key, "Content-Type": ctype},
-        body, timeout=_TIMEOUT_S, max_body=_MAX_BODY, ssl=ssl)
+        body, timeout=_TIMEOUT_S, max_body=_MAX_BODY, ssl=ssl, buf=buf)
     if status in _REJECTED:
         raise KeyRejected("write key rejected (HTTP %d)" % status)
     return status, answer
@@ -65,19 +65,19 @@ async def update(base, write_key, fields, ssl=None):
         raise ThingSpeakError("bad answer from ThingSpeak")
 
 
-async def bulk_update(base, channel, write_key, updates, ssl=None):
+async def bulk_update(base, channel, write_key, updates, buf, ssl=None):
     """POST <base>/channels/<channel>/bulk_update.json. updates: a function returning an
-    iterator of the JSON text of the update objects (called twice: see httpc.request).
+    iterator of the JSON text (str) of the update objects (called twice); buf: a bytearray
+    to send it through (see httpc.request).
     Raises ThingSpeakError (status 429: too soon) unless the server accepted them all."""
     def body():
-        yield '{"write_api_key":"%s","updates":[' % write_key
-        sep = ""
+        yield b'{"write_api_key":"%s","updates":[' % write_key.encode()
+        sep = b""
         for u in updates():
-            yield sep
-            yield u
-            sep = ","
-        yield "]}"
+            yield sep + u.encode()
+            sep = b","
+        yield b"]}"
     status, _ = await _post("%s/channels/%s/bulk_update.json" % (base.rstrip("/"), channel), write_key,
-                            "application/json", body, ssl)
+                            "application/json", body, ssl, buf)
     if status not in (200, 202):
         raise ThingSpeakError("HTTP %d from ThingSpeak bulk_update" % status, status)

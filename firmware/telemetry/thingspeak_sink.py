@@ -7,6 +7,12 @@
 # Server errors and timeouts back off (5 s doubling to 5 min, with jitter). A batch leaves the
 # outbox only once the server accepted it; a batch whose answer was lost is sent again with
 # the same times, which the server takes as a replay of entries it has.
+#
+# created_at is unique per channel. Readings of one boot are at least 1 s apart, but one taken
+# just before a reset and one just after can share a second; so can a reading and another
+# writer's entry. Since the sink itself keeps 15 s between writes, an update answered "0" is
+# such a clash far more often than a rate limit: that reading is sent again 1 s later each
+# time, rather than holding up every reading after it.
 import asyncio
 
 from micropython import const
@@ -17,6 +23,7 @@ from firmware.telemetry.thingspeak import KeyRejected, ThingSpeakError, bulk_upd
 
 _SINK = "thingspeak"
 _BULK = const(480)          # readings per bulk update: ~33 KB of JSON, streamed, never in the heap
+_SEND = const(512)          # bytes of it per write
 _GAP_S = const(15)
 _CLOCK_WAIT_S = const(10)
 _BACKOFF_BASE_S = 5
@@ -47,6 +54,7 @@ class ThingSpeakSink:
         self.outbox = outbox
         self.sampler = sampler
         self.ssl = ssl
+        self.buf = bytearray(_SEND)     # for the life of the sink: see httpc.request
         self.gap_s = _GAP_S                         # attributes, not constants: tests shorten them
         self.backoff_s = (_BACKOFF_BASE_S, _BACKOFF_CAP_S)
         outbox.attach(_SINK)
@@ -69,6 +77,7 @@ class ThingSpeakSink:
         attempt = 0
         waiting_clock = False
         one_by_one = 0      # up to this seq, single updates: a bulk of them was refused
+        shift = 0           # seconds added to the next single update's time (see the top)
         while registrar.ready.is_set():
             n = last = 0
             unsynced = False
@@ -89,13 +98,17 @@ class ThingSpeakSink:
             waiting_clock = False
             try:
                 if n == 1:
-                    entry = await self._single(boot)
+                    entry = await self._single(boot, shift)
                     if not entry:
-                        log.info("thingspeak", "reading %d not inserted (rate limit?); again in %d s" % (last, self.gap_s))
+                        shift += 1
+                        log.warning("thingspeak", "reading %d not inserted (its time taken?); again %d s later in %d s" % (
+                            last, shift, self.gap_s))
                         await asyncio.sleep(self.gap_s)
                         continue
+                    shift = 0
                 else:
-                    await bulk_update(self.base, self.channel, self.key, lambda: self._updates(n, boot), self.ssl)
+                    await bulk_update(self.base, self.channel, self.key, lambda: self._updates(n, boot),
+                                      self.buf, self.ssl)
             except KeyRejected as e:
                 if n == 1:
                     raise
@@ -115,17 +128,17 @@ class ThingSpeakSink:
                 attempt = await self._pause(attempt, e)
                 continue
             self.outbox.ack(_SINK, last)
-            registrar.key_accepted()
+            registrar.key_accepted(entry if n == 1 else None)
             attempt = 0
             if last >= one_by_one:
                 one_by_one = 0
             log.debug("thingspeak", "delivered readings up to %d (%d)" % (last, n))
             await asyncio.sleep(self.gap_s)
 
-    async def _single(self, boot):
+    async def _single(self, boot, shift):
         seq, t, synced, _, value = next(self.outbox.readings(_SINK, 1))
         when, known = _when(seq, t, synced, boot, self.outbox.first_seq_this_boot)
-        fields = [("created_at", iso(when)), ("field1", _number(value)), ("field2", seq)]
+        fields = [("created_at", iso(when + shift)), ("field1", _number(value)), ("field2", seq)]
         if not known:
             fields.append(("status", "time unknown"))
         return await update(self.base, self.key, fields, self.ssl)

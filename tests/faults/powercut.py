@@ -11,6 +11,8 @@ the lowest counter to use). `board_chip` starts the simulated board's chip
 (tools/sim/chip/rom.py) on an image that `prepare_board` filled with the firmware and
 the scenario as main.py, exactly as a deploy does.
 Each cut is a SIGKILL of that process at a seeded random instant.
+tests/faults/test_outbox_power_cut.py uses the same board, plug and lanes for the
+telemetry outbox, with its power cut before each flash operation in turn instead.
 
 Usage: `python -m tests.faults.powercut [CUTS] [SEED]` or through pytest
 (tests/faults/test_power_cut.py).
@@ -47,15 +49,15 @@ else:
 """
 
 
-def prepare_board(image, staging):
-    """A new board: erased flash, then the firmware (.mpy) with the scenario as main.py,
-    written by the same deploy step as `roost deploy --image`."""
+def prepare_board(image, staging, scenario=SCENARIO, main=_MAIN):
+    """A new board: erased flash, then the firmware (.mpy) with the scenario beside it and
+    `main` as main.py, written by the same deploy step as `roost deploy --image`."""
     import shutil
     from tools import deploy
     Path(image).write_bytes(b"\xff" * IMAGE_SIZE)
     shutil.copytree(deploy.build(mpy=True), staging, dirs_exist_ok=True)
-    Path(staging, "main.py").write_text(_MAIN)
-    shutil.copyfile(SCENARIO, Path(staging, "scenario_store.py"))
+    Path(staging, "main.py").write_text(main)
+    shutil.copyfile(scenario, Path(staging, Path(scenario).name))
     deploy.files_to_image(image, staging)
 
 
@@ -70,7 +72,15 @@ def board_chip(image, mode, start=0, heap="100K"):
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-class Report:
+class Counters:
+    """Counts kept per lane, added up at the end (every attribute a number or a list)."""
+
+    def add(self, other):
+        for k, v in vars(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+class Report(Counters):
     def __init__(self):
         self.cuts = 0            # SIGKILLs delivered
         self.boot_cuts = 0       # ... of which landed before the boot check finished
@@ -83,10 +93,6 @@ class Report:
         self.resets = 0          # factory resets acknowledged
         self.latency_us = []     # store call latency measured inside the chip
         self.problems = []       # first few corrupt findings, for the failure message
-
-    def add(self, other):
-        for k, v in vars(other).items():
-            setattr(self, k, getattr(self, k) + v)
 
     def summary(self):
         lat = sorted(self.latency_us)
@@ -197,6 +203,27 @@ def _finish(proc):
     return out, err
 
 
+def read_until(proc, tag, lines):
+    """Read the chip's output into `lines` up to and including the first line starting with
+    `tag`; False if the chip stopped before printing one."""
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(tag):
+            return True
+    return False
+
+
+def pull_plug(proc, lines):
+    """Cut the chip's power (SIGKILL) and add the rest of its output to `lines`. Raises if
+    the chip had already exited by itself: the cut then tested nothing."""
+    proc.send_signal(signal.SIGKILL)
+    out, err = _finish(proc)
+    lines.extend(out.splitlines())
+    if proc.returncode != -signal.SIGKILL:
+        raise RuntimeError("chip exited by itself (%s):\n%s\n%s"
+                           % (proc.returncode, "\n".join(l.rstrip() for l in lines[-20:]), err))
+
+
 def run_lane(image, cuts, seed, start_chip=board_chip, max_delay=0.08, boot_cut_rate=0.1):
     """Cut the power `cuts` times on one board's flash image; return a Report."""
     rng = random.Random(seed)
@@ -209,17 +236,9 @@ def run_lane(image, cuts, seed, start_chip=board_chip, max_delay=0.08, boot_cut_
         if rng.random() < boot_cut_rate:
             time.sleep(rng.uniform(0, 0.03))          # anywhere, boot included
         else:
-            for line in proc.stdout:                  # after the boot check
-                lines.append(line)
-                if line.startswith("READY"):
-                    break
+            read_until(proc, "READY", lines)          # after the boot check
             time.sleep(rng.uniform(0, max_delay))
-        proc.send_signal(signal.SIGKILL)
-        out, err = _finish(proc)
-        lines.extend(out.splitlines())
-        if proc.returncode != -signal.SIGKILL:
-            raise RuntimeError("chip exited by itself (%s):\n%s\n%s"
-                               % (proc.returncode, "\n".join(l.rstrip() for l in lines[-20:]), err))
+        pull_plug(proc, lines)
         report.cuts += 1
         if not _parse(lines, exp, report):
             report.boot_cuts += 1
@@ -229,16 +248,15 @@ def run_lane(image, cuts, seed, start_chip=board_chip, max_delay=0.08, boot_cut_
     return report
 
 
-def run_powercuts(cuts, seed, workdir, lanes=2, start_chip=board_chip, **kw):
-    """Spread `cuts` over `lanes` images run in parallel; return the merged Report."""
-    reports = [None] * lanes
+def in_lanes(lanes, work):
+    """work(i) for each lane i, all in parallel threads (each lane is its own chip process
+    at a time); returns their results in lane order, or raises the first lane's error."""
+    results = [None] * lanes
     errors = []
 
     def lane(i):
         try:
-            n = cuts // lanes + (1 if i < cuts % lanes else 0)
-            reports[i] = run_lane(Path(workdir) / ("flash%d.img" % i), n, seed * 1000 + i,
-                                  start_chip, **kw)
+            results[i] = work(i)
         except Exception as e:  # reported below, in the caller's thread
             errors.append(e)
     threads = [threading.Thread(target=lane, args=(i,)) for i in range(lanes)]
@@ -248,8 +266,16 @@ def run_powercuts(cuts, seed, workdir, lanes=2, start_chip=board_chip, **kw):
         t.join()
     if errors:
         raise errors[0]
+    return results
+
+
+def run_powercuts(cuts, seed, workdir, lanes=2, start_chip=board_chip, **kw):
+    """Spread `cuts` over `lanes` images run in parallel; return the merged Report."""
+    def lane(i):
+        n = cuts // lanes + (1 if i < cuts % lanes else 0)
+        return run_lane(Path(workdir) / ("flash%d.img" % i), n, seed * 1000 + i, start_chip, **kw)
     total = Report()
-    for r in reports:
+    for r in in_lanes(lanes, lane):
         total.add(r)
     return total
 

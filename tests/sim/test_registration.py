@@ -1,8 +1,10 @@
 """Self-registration end to end (docs/registration.md): a person types the organisation's
 registration key at the board's console, the phone gives it Wi-Fi, and the board registers with
 the local cloud, receives its ThingSpeak channel in a sealed answer and checks its write key.
-Then what happens when the key is wrong, the server is down, or the write key is rotated."""
+Then what happens when the key is wrong, the server is down, or the write key is rotated; and
+its readings reaching the channel once each, through server errors and a power cut."""
 import re
+import time
 
 import pytest
 
@@ -10,12 +12,13 @@ from tools.cloud.local import LocalCloud
 from tools.sim.world import AccessPoint, World
 
 from tests.sim.phone import provision_ble, stored
+from tools.console import Console
 from tests.sim.terminal import command, type_
 
 POP = "abcd1234"
 WIFI = ("home", "right horse battery")
 SERIAL = "74743827342"
-REGISTERED = re.compile(rb"registered: channel (\d+)")
+REGISTERED = re.compile(rb"registered: channel (\d+)\r\n")
 
 
 @pytest.fixture
@@ -61,12 +64,13 @@ def test_key_at_the_terminal_then_wifi_then_registered(thermometer, cloud, homer
     provision_ble(board, POP, *WIFI)
     channel = registered_channel(board)
     board.wait_for(b"write key accepted by ThingSpeak", timeout=10)
-    # The cloud made the channel for this serial in Homer's organisation, and the status
-    # update the board sent with its write key landed in it.
+    # The cloud made the channel for this serial in Homer's organisation, and the board's
+    # first reading landed in it with the write key.
     reg = cloud.registered(SERIAL)
     write_key = reg["channel"]["write_key"]
     assert reg["channel_id"] == channel and reg["org"] == "The Simpsons"
-    assert [e["status"] for e in cloud.channel_entries(channel)] == ["online"]
+    [entry] = cloud.channel_entries(channel)
+    assert entry["field2"] == "1" and 10 < float(entry["field1"]) < 40
     # The console showed the derivation cost and never a key in clear.
     board.wait_for(re.compile(rb"key derived: 20000 PBKDF2 iterations in \d+ ms"))
     out = bytes(board.out).decode(errors="replace")
@@ -128,5 +132,59 @@ def test_rotated_write_key_makes_it_register_again(thermometer, cloud, homer):
     # the same channel with the new key.
     board.wait_for(b"write key rejected (HTTP 400): registering again", since=mark, timeout=20)
     assert registered_channel(board, since=mark) == channel
-    board.wait_for(b"write key accepted", since=mark, timeout=10)
+    # (Its first reading after the reset may share a second with the last one before it:
+    # then it goes 1 s later, after the 15 s pause between writes.)
+    board.wait_for(b"write key accepted", since=mark, timeout=25)
     assert stored(board, "registration")["write_key"] == new_key
+
+
+def sample_every_second(board):
+    """Set the telemetry interval to 1 s through the console's Python REPL, then restart."""
+    with Console("socket://127.0.0.1:%d" % board.console.port) as c:
+        c.exec("__import__('firmware.store').store.Store().update('telemetry', interval_s=1)", soft_reset=True)
+        c.restart()
+
+
+def seqs_in(cloud, channel):
+    return [int(e["field2"]) for e in cloud.channel_entries(channel) if e["field2"]]
+
+
+def wait_seqs(cloud, channel, at_least, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = seqs_in(cloud, channel)
+        if got and max(got) >= at_least:
+            return got
+        time.sleep(0.25)
+    raise AssertionError("channel %d has seqs %s, waited for %d" % (channel, seqs_in(cloud, channel)[-5:], at_least))
+
+
+def test_readings_reach_the_channel_once_through_server_errors_and_a_power_cut(thermometer, cloud, homer):
+    board = thermometer()
+    start = board.mark()
+    sample_every_second(board)
+    board.wait_for(b"provisioning open for", since=start, timeout=15)
+    start = board.mark()        # (the firmware was interrupted: a KeyboardInterrupt before this)
+    set_key(board, homer)
+    provision_ble(board, POP, *WIFI)
+    channel = registered_channel(board)
+    first = wait_seqs(cloud, channel, 5, timeout=30)
+    # The next writes meet a server error, an answer lost after the server stored the
+    # readings, and a server that never answers: the board backs off and sends again.
+    for kind in ("500", "lost", "stall"):
+        cloud.http_faults.add("/channels/%d/" % channel, kind)
+    cloud.http_faults.stall_s = 11
+    deadline = time.monotonic() + 90
+    while len(cloud.http_faults.met) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [k for _, k in cloud.http_faults.met] == ["500", "lost", "stall"]
+    for why in (b"HTTP 500 from ThingSpeak bulk_update", b"connection closed without an answer", b"TimeoutError"):
+        board.wait_for(why, timeout=15)         # the stalled request times out after 10 s
+    got = wait_seqs(cloud, channel, max(first) + 20, timeout=60)
+    # Power cut mid-stream; after the reboot it checks its key and goes on where it was.
+    mark = board.mark()
+    board.power_cut()
+    board.wait_for(b"write key accepted", since=mark, timeout=20)
+    got = wait_seqs(cloud, channel, max(got) + 20, timeout=60)
+    assert got == list(range(1, max(got) + 1)), "every reading once, in order"
+    assert b"Traceback" not in bytes(board.out[start:]) and b"MemoryError" not in bytes(board.out)

@@ -4,6 +4,7 @@ stdlib ThreadingHTTPServer on 127.0.0.1, started and stopped from Python.
     router = Router()
     router.add("GET", "/things/configs/{id}", handler)     # handler(req) -> Response
     svc = HTTPService(router, port=0).start(); svc.port; svc.stop()
+    svc.faults.add("/update", "500", 2)                     # the next two /update... answer 500
 
 `{name}` matches one path segment, possibly empty (so handlers can answer 400 for an empty ID).
 Unknown path -> 404, known path with another method -> 405.
@@ -12,6 +13,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -80,6 +82,44 @@ class Router:
         return error(405, "method not allowed") if path_known else error(404, "not found")
 
 
+class Faults:
+    """Failures to inject, for tests of clients that must survive a bad server.
+    add(path_prefix, kind, count=1): the next `count` requests whose path starts with
+    path_prefix fail that way:
+
+      "500"    answered 500 Internal Server Error, not processed
+      "stall"  not processed; the connection is held for stall_s (past any device timeout),
+               then closed without an answer
+      "lost"   processed, then the connection is closed without an answer: the client
+               cannot know its request worked (it will send it again)
+    """
+    KINDS = ("500", "stall", "lost")
+
+    def __init__(self, stall_s=15.0):
+        self.stall_s = stall_s
+        self._plan = []             # [path_prefix, kind, count left]
+        self.met = []               # (path, kind) of each fault served, in order
+        self._lock = threading.Lock()
+
+    def add(self, path_prefix, kind, count=1):
+        if kind not in self.KINDS:
+            raise ValueError("fault kind is one of %s" % ", ".join(self.KINDS))
+        with self._lock:
+            self._plan.append([path_prefix, kind, count])
+
+    def take(self, path):
+        """The fault the request at path meets, or None."""
+        with self._lock:
+            for f in self._plan:
+                if path.startswith(f[0]):
+                    f[2] -= 1
+                    if f[2] <= 0:
+                        self._plan.remove(f)
+                    self.met.append((path, f[1]))
+                    return f[1]
+        return None
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "roost-cloud"
@@ -93,8 +133,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         req = Request(self.command, url.path, parse_qs(url.query), self.headers, body, {})
+        fault = self.server.faults.take(url.path)
+        if fault == "stall":
+            time.sleep(self.server.faults.stall_s)
+        if fault in ("stall", "lost"):
+            if fault == "lost":
+                self.server.router.dispatch(req)
+            self.close_connection = True
+            return
         try:
-            resp = self.server.router.dispatch(req)
+            resp = error(500, "injected fault") if fault else self.server.router.dispatch(req)
         except Exception as e:       # a handler bug must not kill the connection silently
             resp = error(500, f"internal error: {e.__class__.__name__}")
         self.send_response(resp.status)
@@ -117,8 +165,9 @@ class _Server(ThreadingHTTPServer):
 class HTTPService:
     """Serve a Router on host:port (0 = free port) in a background thread."""
 
-    def __init__(self, router, port=0, host="127.0.0.1"):
+    def __init__(self, router, port=0, host="127.0.0.1", faults=None):
         self.router, self.host, self._want_port = router, host, port
+        self.faults = faults or Faults()
         self._server = None
         self._thread = None
 
@@ -133,6 +182,7 @@ class HTTPService:
     def start(self):
         self._server = _Server((self.host, self._want_port), _Handler)
         self._server.router = self.router
+        self._server.faults = self.faults
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"cloud-http-{self.port}", daemon=True)
         self._thread.start()

@@ -30,7 +30,7 @@ from . import db as dbmod
 from .bootstrap import DEFAULT_ENCRYPT_KEY, BootstrapService
 from .broker import Broker
 from .claims import ClaimService
-from .http import HTTPService, Router, bearer_ok, error, json_response
+from .http import Faults, HTTPService, Router, bearer_ok, error, json_response
 from .mapping import MappingService
 from .pki import PKI
 from .readings import ReadingsService, channel_of
@@ -121,6 +121,7 @@ class LocalCloud:
         self.router.add("POST", "/admin/devices", self._admin_only(self._admin_add_device))
         self.router.add("GET", "/admin/nodes/{node_id}", self._admin_only(self._admin_node))
         self.http = None
+        self.http_faults = Faults()     # injected HTTP failures (tests): http.Faults
 
         self._messages = []                       # (topic, payload) seen by the cloud's client
         self._cond = threading.Condition()
@@ -157,7 +158,7 @@ class LocalCloud:
     def start_http(self):
         """(Re)start the HTTP services, on the same port as before."""
         if self.http is None:
-            self.http = HTTPService(self.router, port=self._http_port, host=self.bind).start()
+            self.http = HTTPService(self.router, port=self._http_port, host=self.bind, faults=self.http_faults).start()
             self._http_port = self.http.port
 
     def stop_http(self):
