@@ -101,19 +101,25 @@ class Outbox:
         """Append the buffered readings to flash. After it returns they survive a power cut."""
         buf = self._buf
         i = 0
-        while i < len(buf):
-            seq = struct.unpack_from("<I", buf, i)[0]
-            if self._segs and self._segs[-1][1] < _SEG and self._segs[-1][0] + self._segs[-1][1] == seq:
-                seg = self._segs[-1]
-            else:
-                seg = [seq, 0]
-                self._segs.append(seg)
-            take = min(_SEG - seg[1], (len(buf) - i) // _REC)
-            with open(self._path(seg[0]), "ab") as f:
-                f.write(memoryview(buf)[i:i + take * _REC])
-            seg[1] += take
-            i += take * _REC
-        self._buf = bytearray()
+        try:
+            while i < len(buf):
+                seq = struct.unpack_from("<I", buf, i)[0]
+                if self._segs and self._segs[-1][1] < _SEG and self._segs[-1][0] + self._segs[-1][1] == seq:
+                    seg = self._segs[-1]
+                else:
+                    seg = [seq, 0]
+                    self._segs.append(seg)
+                take = min(_SEG - seg[1], (len(buf) - i) // _REC)
+                with open(self._path(seg[0]), "ab") as f:
+                    f.write(memoryview(buf)[i:i + take * _REC])
+                seg[1] += take
+                i += take * _REC
+        finally:
+            # What reached flash leaves the batch even if the rest failed (flash full, no
+            # heap): the next flush must not append it twice.
+            if self._segs and not self._segs[-1][1]:
+                self._segs.pop()
+            self._buf = buf[i:] if i < len(buf) else bytearray()
         self._enforce_capacity()
 
     def pending(self, sink, limit):

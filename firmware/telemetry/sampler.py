@@ -53,13 +53,17 @@ class Sampler:
         return self._boot
 
     async def run(self):
+        interval_ms = 60000
         while True:
-            s = self.store.get("telemetry")
-            interval_ms = max(1, s["interval_s"]) * 1000
-            if s["enabled"]:
-                self.sample(interval_ms)
-            elif self.outbox.buffered():
-                self.flush()
+            try:
+                s = self.store.get("telemetry")
+                interval_ms = max(1, s["interval_s"]) * 1000
+                if s["enabled"]:
+                    self.sample(interval_ms)
+                elif self.outbox.buffered():
+                    self.flush()
+            except Exception as e:      # no heap, a bug: this round's reading, never the task
+                log.error("telemetry", "sampling failed (%s)" % log.why(e))
             try:
                 await asyncio.wait_for_ms(self.wake.wait(), interval_ms)
             except asyncio.TimeoutError:
@@ -88,7 +92,7 @@ class Sampler:
     def flush(self):
         try:
             self.outbox.flush()
-        except OSError as e:        # flash full or failing: keep the batch, try next time
+        except (OSError, MemoryError) as e:     # flash full or failing, no heap: keep the rest
             log.error("telemetry", "cannot store readings (%s)" % log.why(e))
             return
         self._oldest = None

@@ -4,9 +4,12 @@ cloud keeps each (node, seq) once. Through a broker restart, Wi-Fi loss and powe
 stored reading arrives, in order of seq, and the counts match. The cloud's commands round-trip."""
 import json
 import random
+import re
 import time
 
 import pytest
+
+from tests.sim.terminal import PROMPT, type_
 
 # Commands sent before the device subscribed to its control channel are lost (clean session):
 # wait for this, not for "MQTT connected", before sending one.
@@ -30,8 +33,8 @@ def command(cloud, board, text, timeout=10):
 @pytest.fixture
 def streaming(onboard, cloud):
     """An onboarded board sampling every second."""
-    def make():
-        board = onboard()
+    def make(heap="128K"):
+        board = onboard(heap=heap)
         board.wait_for(LISTENING, timeout=20)
         assert command(cloud, board, "interval 1") == "ok"
         return board
@@ -127,3 +130,30 @@ def test_commands_round_trip(streaming, cloud):
     board.wait_for(b"reset cause", since=mark, timeout=15)
     board.wait_for(LISTENING, since=mark, timeout=30)
     assert_exactly_once(cloud, board, device_last_seq(cloud, board))
+
+
+def test_a_registration_key_adds_thingspeak_and_both_clouds_get_every_reading(streaming, cloud):
+    # A bootstrapped board streaming over MQTT; then somebody types an organisation's key at
+    # its console: it registers, and from then on its readings go to its ThingSpeak channel
+    # too, each once, while MQTT goes on undisturbed.
+    # TLS MQTT, registering (PBKDF2, AES-GCM, HTTP) and the ThingSpeak sink at once need more
+    # than the 128K the MQTT-only tests run in (the sim's mbedTLS lives in the GC heap).
+    board = streaming(heap="160K")
+    cloud.wait_readings(board.node_id, 3, timeout=15)
+    key = cloud.add_org("The Simpsons")["registration_key"]
+    type_(board, "\r", PROMPT)
+    type_(board, "key\r", "registration key: ")
+    type_(board, key + "\r", "registration key stored")
+    channel = int(board.wait_for(re.compile(rb"registered: channel (\d+)\r\n"), timeout=20).group(1))
+    board.wait_for(b"write key accepted by ThingSpeak", timeout=30)
+    time.sleep(16)                              # one more write, 15 s after the first
+    last = device_last_seq(cloud, board)
+    assert_exactly_once(cloud, board, last)
+    end = time.monotonic() + 40
+    while time.monotonic() < end:
+        seqs = [int(e["field2"]) for e in cloud.channel_entries(channel)]
+        if seqs and seqs[-1] >= last:
+            break
+        time.sleep(0.5)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and seqs[-1] >= last, seqs
+    assert b"MemoryError" not in bytes(board.out)

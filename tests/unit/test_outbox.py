@@ -152,3 +152,33 @@ print(json.dumps([len(box), os.listdir(ROOT + "/outbox")]))
 """)
     assert got[0] == [40, [1, 2, 3]]
     assert got[1] == [0, []]
+
+
+def test_a_flush_that_fails_half_way_keeps_only_the_rest_for_the_next(tmp_path):
+    got = chip(tmp_path, """
+import firmware.telemetry.outbox as mod
+box = boot()
+for i in range(120):
+    box.add(i, 1700000000 + i, True)
+box.flush()
+for i in range(120, 250):
+    box.add(i, 1700000000 + i, True)
+calls = [0]
+def failing_open(path, mode):
+    calls[0] += 1
+    if calls[0] == 2:               # the second segment: flash full
+        raise OSError(28)
+    return open(path, mode)
+mod.open = failing_open
+try:
+    box.flush()
+except OSError as e:
+    print(json.dumps(["failed", box.buffered()]))
+del mod.open
+box.flush()
+p = box.pending("mqtt", 1000)
+print(json.dumps([len(p), [r[0] for r in p] == list(range(1, 251))]))
+box = boot()
+print(json.dumps([len(box), box.next_seq]))
+""")
+    assert got == [["failed", 122], [250, True], [250, 251]]
