@@ -38,6 +38,15 @@ def heap():
     return gc.mem_free(), gc.mem_alloc()
 
 
+def set_clock(t):
+    """Set the RTC to epoch seconds t (network time); returns how far off it was."""
+    import time
+    off = t - time.time()
+    tm = time.gmtime(int(t))
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], int(t % 1 * 1000000)))
+    return off
+
+
 def led(on):
     global _led
     if _led is None:

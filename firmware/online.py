@@ -4,9 +4,16 @@
 # phases; this module is loaded only while online.
 import asyncio
 
+from micropython import const
+
 import log
+from backoff import backoff
 from firmware import board
 from firmware.unload import unload
+
+_RESYNC_S = const(6 * 3600)    # an ESP32's RTC drifts by seconds a day
+_CLOCK_RETRY_S = 5
+_CLOCK_RETRY_CAP_S = 600
 
 
 class Online:
@@ -52,6 +59,20 @@ class Online:
             if rejected is not None:
                 reg.key_rejected(rejected)
 
+    async def _sync_clock(self, host):
+        from firmware import netclock
+        ok = await netclock.sync(host)
+        netclock = None
+        unload("firmware.netclock", "sntp")
+        return ok
+
+    async def _keep_clock(self, host, ok):
+        attempt = 0
+        while True:
+            attempt = 0 if ok else attempt + 1
+            await asyncio.sleep(_RESYNC_S if ok else backoff(attempt - 1, _CLOCK_RETRY_S, _CLOCK_RETRY_CAP_S))
+            ok = await self._sync_clock(host)
+
     async def run(self):
         app = self.app
         app.state = "online"
@@ -70,6 +91,11 @@ class Online:
                 log.error("app", "%s: no TLS this time" % (
                     "no heap for the TLS context" if isinstance(e, MemoryError) else
                     "factory CA unusable (%r)" % (e,)))
+        ntp = endpoints.get("ntp")     # (a factory record older than the field has none)
+        if ntp:
+            # The clock first: readings are stamped with it; a failure costs at most the
+            # query's timeout, and a later try sets it.
+            self.tasks.append(asyncio.create_task(self._keep_clock(ntp, await self._sync_clock(ntp))))
         app.start_telemetry()           # after the TLS context: see above
         self._register()
         if endpoints["bootstrap"]:

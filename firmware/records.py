@@ -22,8 +22,9 @@ _SCHEMA = {
     # CA (PEM) that signs the broker's certificate.
     # Self-registration (docs/registration.md): the serial it registers as (the node ID if
     # empty), and whether the original midPoint's plain-text answer is acceptable.
+    # endpoints.ntp: the SNTP server that sets the clock ("" = never ask).
     FACTORY: (1, '{"node_id":"","pop":"","serial":"","endpoints":{"bootstrap":"",'
-                 '"registration":"","mqtt":"","thingspeak":""},"external_id":"",'
+                 '"registration":"","mqtt":"","thingspeak":"","ntp":"pool.ntp.org"},"external_id":"",'
                  '"external_key":"","bootstrap_enc_key":"","bootstrap_secure":false,'
                  '"auth_prefix":"Thing ","ca_cert":"","registration_plaintext":false,'
                  '"sensors":[],"sinks":[],'

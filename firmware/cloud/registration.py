@@ -48,14 +48,15 @@ class Registrar:
                 self.wake.clear()
                 self._hold = 0
             if self.pending():
-                from firmware.cloud import midpoint
+                midpoint = None
                 try:
+                    from firmware.cloud import midpoint     # (no heap for it is a failed attempt too)
                     channel, _ = await midpoint.register(self.store, self.serial, self.tls)
                     log.info("registration", "registered: channel %s" % channel)
                     attempt = 0
                     self._checked = False
                 except Exception as e:      # nothing ends the task: log, back off, retry
-                    if isinstance(e, midpoint.RegistrationError):
+                    if midpoint is not None and isinstance(e, midpoint.RegistrationError):
                         log.error("registration", "registration refused: %s" % e)
                         slow = e.status in midpoint.SLOW
                     else:

@@ -182,14 +182,15 @@ def test_device_bootstraps_and_factory_config(cloud):
     assert f["external_key"] == cfg["external_key"] and f["bootstrap_secure"] is True
     assert f["endpoints"] == {"bootstrap": "http://cloud.roost.local/things/bootstrap", "mqtt": "",
                               "registration": "http://cloud.roost.local/midpoint/ws/iot/devices",
-                              "thingspeak": "http://cloud.roost.local"}
+                              "thingspeak": "http://cloud.roost.local", "ntp": "ntp.roost.local"}
     assert f["ca_cert"].startswith("-----BEGIN CERTIFICATE-----") and f["auth_prefix"] == "Thing "
     st, doc = call(cloud, "GET", "/things/bootstrap/n1", headers={"Authorization": "Thing " + cfg["external_key"]})
     assert st == 200 and doc["thing_id"] == cfg["thing_id"] and doc["thing_key"] == cfg["thing_key"]
     assert json.loads(doc["content"]) == {"agent": {"mqtt": {"url": "mqtts://mqtt.roost.local:8883"}}}
     assert [c["metadata"]["type"] for c in doc["channels"]] == ["control", "data"]
     assert cloud.world_services() == {"cloud.roost.local": ("127.0.0.1", cloud.http_port),
-                                      "mqtt.roost.local": ("127.0.0.1", cloud.mqtt_tls_port)}
+                                      "mqtt.roost.local": ("127.0.0.1", cloud.mqtt_tls_port),
+                                      "ntp.roost.local": ("udp", "127.0.0.1", cloud.ntp.port)}
 
 
 def test_outages_come_back_on_the_same_ports_and_state_persists(tmp_path, things):

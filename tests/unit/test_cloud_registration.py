@@ -197,7 +197,7 @@ def test_local_cloud_admin_api_and_endpoints(cloud):
 
     assert cloud.registration_factory() == {"endpoints": {
         "bootstrap": "", "mqtt": "", "registration": "http://cloud.roost.local/midpoint/ws/iot/devices",
-        "thingspeak": "http://cloud.roost.local"}}
+        "thingspeak": "http://cloud.roost.local", "ntp": "ntp.roost.local"}}
     cloud.http_advertised_port = 8080
     assert cloud.endpoints()["registration"] == "http://cloud.roost.local:8080/midpoint/ws/iot/devices"
 

@@ -32,6 +32,7 @@ from .broker import Broker
 from .claims import ClaimService
 from .http import Faults, HTTPService, Router, bearer_ok, error, json_response
 from .mapping import MappingService
+from .ntp import SNTPServer
 from .pki import PKI
 from .readings import ReadingsService, channel_of
 from .registration import RegistrationService
@@ -80,7 +81,8 @@ def data_channel_of(cfg):
 class LocalCloud:
     def __init__(self, directory, http_port=0, mqtt_tls_port=0, mapping_timeout=60.0,
                  encrypt_key=DEFAULT_ENCRYPT_KEY, fields="thing", key_prefix="Thing ",
-                 http_name="cloud.roost.local", mqtt_name="mqtt.roost.local", bind="127.0.0.1",
+                 http_name="cloud.roost.local", mqtt_name="mqtt.roost.local", ntp_name="ntp.roost.local",
+                 bind="127.0.0.1",
                  extra_cert_names=(), mqtt_advertised_port=8883, http_advertised_port=80,
                  admin_token=None, clock=time.time, registration_iterations=20000, thingspeak_rate_limit=15.0):
         """Advertised ports are what devices are told (bootstrap content, factory config); None
@@ -90,7 +92,7 @@ class LocalCloud:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         saved = self._load_state()
-        self.http_name, self.mqtt_name, self.bind = http_name, mqtt_name, bind
+        self.http_name, self.mqtt_name, self.ntp_name, self.bind = http_name, mqtt_name, ntp_name, bind
         self.mqtt_advertised_port = mqtt_advertised_port
         self.http_advertised_port = http_advertised_port
         self.encrypt_key = encrypt_key if isinstance(encrypt_key, str) else bytes(encrypt_key).decode()
@@ -122,6 +124,7 @@ class LocalCloud:
         self.router.add("GET", "/admin/nodes/{node_id}", self._admin_only(self._admin_node))
         self.http = None
         self.http_faults = Faults()     # injected HTTP failures (tests): http.Faults
+        self.ntp = SNTPServer(host=bind)
 
         self._messages = []                       # (topic, payload) seen by the cloud's client
         self._cond = threading.Condition()
@@ -156,15 +159,17 @@ class LocalCloud:
         self.stop()
 
     def start_http(self):
-        """(Re)start the HTTP services, on the same port as before."""
+        """(Re)start the HTTP services (and the time service beside them), on the same ports."""
         if self.http is None:
             self.http = HTTPService(self.router, port=self._http_port, host=self.bind, faults=self.http_faults).start()
             self._http_port = self.http.port
+            self.ntp.start()
 
     def stop_http(self):
         if self.http is not None:
             self.http.stop()
             self.http = None
+            self.ntp.stop()
 
     def _load_state(self):
         try:
@@ -206,8 +211,10 @@ class LocalCloud:
         return self.pki.ca_path
 
     def world_services(self):
-        """Host name -> (address, port), for the simulator's World(services=...)."""
-        return {self.http_name: ("127.0.0.1", self.http_port), self.mqtt_name: ("127.0.0.1", self.mqtt_tls_port)}
+        """Host name -> (address, port) (("udp", address, port) for NTP), for the simulator's
+        World(services=...)."""
+        return {self.http_name: ("127.0.0.1", self.http_port), self.mqtt_name: ("127.0.0.1", self.mqtt_tls_port),
+                self.ntp_name: ("udp", "127.0.0.1", self.ntp.port)}
 
     # --- devices ---------------------------------------------------------------------------
 
@@ -247,7 +254,7 @@ class LocalCloud:
         port = self.http_advertised_port or self.http_port
         base = "http://" + (self.http_name if port == 80 else "%s:%d" % (self.http_name, port))
         return {"bootstrap": base + "/things/bootstrap", "mqtt": "",
-                "registration": base + "/midpoint/ws/iot/devices", "thingspeak": base}
+                "registration": base + "/midpoint/ws/iot/devices", "thingspeak": base, "ntp": self.ntp_name}
 
     def factory_for(self, node_id, secure=False):
         """The cloud part of the node's factory config (for `roost deploy --factory`)."""

@@ -426,6 +426,8 @@ class Board:
                 raise OSError(-202, "unknown host")
         if isinstance(target, str):
             target = (target, port)
+        if target[0] == "udp":              # a datagram service (NTP): no connection to cut
+            return {"host": target[1], "port": target[2]}
         key = tuple(target)
         proxy = self.proxies.get(key)
         if proxy is None:
