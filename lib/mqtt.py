@@ -196,13 +196,13 @@ class MQTTClient:
             msg = msg.encode()
         hdr = _PUBLISH | (qos << 1) | (1 if retain else 0)
         if not qos:
-            await self._send(hdr, _str(topic) + msg)
+            await self._send(hdr, _str(topic), msg)
             return 0
         pid = self._next_pid()
-        body = _str(topic) + pid.to_bytes(2, "big") + msg
+        head = _str(topic) + pid.to_bytes(2, "big")
         self._expect(pid)
         for attempt in range(self.max_repubs + 1):
-            await self._send(hdr | (0x08 if attempt else 0), body)  # DUP on resends
+            await self._send(hdr | (0x08 if attempt else 0), head, msg)  # DUP on resends
             if await self._wait_ack(pid) is not None:
                 return pid
         self._acks.pop(pid, None)
@@ -280,10 +280,14 @@ class MQTTClient:
             except Exception:
                 pass
 
-    async def _send(self, hdr, body):
+    async def _send(self, hdr, body, payload=b""):
+        # The payload (a batch of readings) is written as it is, not joined to the header:
+        # a copy of a few KB is what a full heap cannot spare.
         self._check()
         async with self._wlock:
-            self._writer.write(bytes((hdr,)) + encode_len(len(body)) + body)
+            self._writer.write(bytes((hdr,)) + encode_len(len(body) + len(payload)) + body)
+            if payload:
+                self._writer.write(payload)
             try:
                 await asyncio.wait_for(self._writer.drain(), self.timeout)
             except Exception as e:

@@ -79,6 +79,10 @@ class Cloud:
         self._control = None
         self._inbox = []
         self._wake = asyncio.Event()
+        self._payload = None            # the readings' SenML buffer, for the whole phase:
+        if telemetry is not None:       # made before TLS connects, while a block that big is free
+            from firmware.telemetry.mqtt_sink import BUFFER
+            self._payload = bytearray(BUFFER)
 
     async def run(self):
         """Until cancelled (the app cancels it when Wi-Fi drops). Nothing in one round,
@@ -224,7 +228,7 @@ class Cloud:
         from firmware.telemetry.mqtt_sink import stream
         box, sampler = self.telemetry
         try:
-            await stream(client, topic, self.node_id, box, sampler)
+            await stream(client, topic, self.node_id, box, sampler, self._payload)
         except Exception as e:      # no PUBACK in time: the link is not usable, start over
             log.warning("cloud", "streaming stopped (%s)" % log.why(e))
             await client.close()

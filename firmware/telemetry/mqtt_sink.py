@@ -8,18 +8,20 @@ import log
 from firmware.telemetry import senml
 
 _BATCH = const(32)      # readings per message: ~2.5 KB of JSON
+BUFFER = const(3072)    # the payload buffer the caller allocates once: a batch fits
 
 
-async def stream(client, topic, node_id, outbox, sampler):
-    """Until the link dies (the publish raises) or the task is cancelled."""
+async def stream(client, topic, node_id, outbox, sampler, buf):
+    """Until the link dies (the publish raises) or the task is cancelled. buf: a bytearray
+    of BUFFER bytes, kept across sessions (see senml.py)."""
     first_this_boot = outbox.first_seq_this_boot
     while True:
-        batch = outbox.pending("mqtt", _BATCH)
-        if not batch:
+        n, last = senml.encode_into(buf, node_id, outbox.readings("mqtt", _BATCH), sampler.uptime(),
+                                    first_this_boot)
+        if not n:
             sampler.stored.clear()
             await sampler.stored.wait()
             continue
-        payload = senml.encode(node_id, batch, sampler.uptime(), first_this_boot)
-        await client.publish(topic, payload, qos=1)
-        outbox.ack("mqtt", batch[-1][0])
-        log.debug("telemetry", "delivered readings %d..%d" % (batch[0][0], batch[-1][0]))
+        await client.publish(topic, memoryview(buf)[:n], qos=1)
+        outbox.ack("mqtt", last)
+        log.debug("telemetry", "delivered readings up to %d" % last)

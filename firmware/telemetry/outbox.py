@@ -44,7 +44,10 @@ class Outbox:
         self.store = store
         self.dir = root + _DIR
         self.capacity = max(capacity, 2 * _SEG)
-        self._segs = []         # [first seq, record count], oldest first
+        # The segments, oldest first: their first seqs and record counts. Two lists of small
+        # ints, not a list per segment: a full outbox (96) is then ~1 KB of heap, not ~7 KB.
+        self._firsts = []
+        self._counts = []
         self._buf = bytearray()
         cur = store.get("cursor")
         self.acked = cur["seq"]     # every reading up to here is done: delivered to every sink
@@ -68,7 +71,8 @@ class Outbox:
                 continue
             n = self._check(first)
             if n:
-                self._segs.append([first, n])
+                self._firsts.append(first)
+                self._counts.append(n)
                 last = first + n - 1
         self.next_seq = max(last, self.acked) + 1
         self.first_seq_this_boot = self.next_seq     # older readings' uptimes mean nothing now
@@ -78,7 +82,7 @@ class Outbox:
 
     def __len__(self):
         """Readings some sink has not delivered yet, stored or buffered."""
-        stored = sum(n for _, n in self._segs) - (self._done(*self._segs[0]) if self._segs else 0)
+        stored = sum(self._counts) - (self._done(self._firsts[0], self._counts[0]) if self._firsts else 0)
         return stored + len(self._buf) // _REC
 
     def attach(self, sink):
@@ -100,25 +104,25 @@ class Outbox:
     def flush(self):
         """Append the buffered readings to flash. After it returns they survive a power cut."""
         buf = self._buf
+        firsts, counts = self._firsts, self._counts
         i = 0
         try:
             while i < len(buf):
                 seq = struct.unpack_from("<I", buf, i)[0]
-                if self._segs and self._segs[-1][1] < _SEG and self._segs[-1][0] + self._segs[-1][1] == seq:
-                    seg = self._segs[-1]
-                else:
-                    seg = [seq, 0]
-                    self._segs.append(seg)
-                take = min(_SEG - seg[1], (len(buf) - i) // _REC)
-                with open(self._path(seg[0]), "ab") as f:
+                if not (firsts and counts[-1] < _SEG and firsts[-1] + counts[-1] == seq):
+                    firsts.append(seq)
+                    counts.append(0)
+                take = min(_SEG - counts[-1], (len(buf) - i) // _REC)
+                with open(self._path(firsts[-1]), "ab") as f:
                     f.write(memoryview(buf)[i:i + take * _REC])
-                seg[1] += take
+                counts[-1] += take
                 i += take * _REC
         finally:
             # What reached flash leaves the batch even if the rest failed (flash full, no
             # heap): the next flush must not append it twice.
-            if self._segs and not self._segs[-1][1]:
-                self._segs.pop()
+            if counts and not counts[-1]:
+                firsts.pop()
+                counts.pop()
             self._buf = buf[i:] if i < len(buf) else bytearray()
         self._enforce_capacity()
 
@@ -132,7 +136,8 @@ class Outbox:
         The outbox must not change until the iteration ends."""
         after = self.cursors[sink]
         buf = bytearray(_READ * _REC)   # small and fixed: no segment-sized block in the heap
-        for first, n in self._segs:     # none is wholly done: _trim_acked removes those
+        for k in range(len(self._firsts)):     # none is wholly done: _trim_acked removes those
+            first, n = self._firsts[k], self._counts[k]
             if first + n - 1 <= after:
                 continue
             skip = max(after + 1 - first, 0)     # records are in seq order, one per seq
@@ -173,13 +178,14 @@ class Outbox:
         return min(max(self.acked - first + 1, 0), n)
 
     def _trim_acked(self):
-        while self._segs and self._done(*self._segs[0]) == self._segs[0][1]:
-            first, _ = self._segs.pop(0)
+        while self._firsts and self._done(self._firsts[0], self._counts[0]) == self._counts[0]:
+            self._counts.pop(0)
+            first = self._firsts.pop(0)
             os.remove(self._path(first))
 
     def _enforce_capacity(self):
-        while sum(n for _, n in self._segs) > self.capacity and len(self._segs) > 1:
-            first, n = self._segs[0]
+        while sum(self._counts) > self.capacity and len(self._firsts) > 1:
+            first, n = self._firsts[0], self._counts[0]
             lost = n - self._done(first, n)
             if lost:
                 # Count the drop and move the cursors past the segment *before* deleting it.
@@ -194,26 +200,41 @@ class Outbox:
                 self._save()
                 log.warning("outbox", "outbox full: dropped %d oldest readings (%d in all)" % (
                     lost, self.dropped))
-            self._segs.pop(0)
+            self._firsts.pop(0)
+            self._counts.pop(0)
             os.remove(self._path(first))
 
     def _check(self, first):
         """Valid records at the start of a segment; a damaged tail is cut off (rewritten)."""
+        # Read a few records at a time: a whole segment read per segment at boot would leave
+        # the heap in 2.5 KB holes between the lists above, too small for the buffers the
+        # cloud phase allocates next (seen with a full outbox).
         path = self._path(first)
+        buf = bytearray(_READ * _REC)
+        mv = memoryview(buf)
+        n = size = 0
+        good = True
         with open(path, "rb") as f:
-            data = f.read()
-        n = 0
-        for off in range(0, len(data) - _REC + 1, _REC):
-            body = data[off:off + 16]
-            ok = struct.unpack_from("<I", data, off + 16)[0] == crc32(body) & 0xFFFFFFFF
-            if not ok or struct.unpack_from("<I", body)[0] != first + n:
-                break
-            n += 1
-        if n * _REC != len(data):
+            while True:
+                got = f.readinto(buf)
+                if not got:
+                    break
+                size += got
+                for off in range(0, got - _REC + 1, _REC) if good else ():
+                    ok = struct.unpack_from("<I", buf, off + 16)[0] == crc32(mv[off:off + 16]) & 0xFFFFFFFF
+                    if not ok or struct.unpack_from("<I", buf, off)[0] != first + n:
+                        good = False
+                        break
+                    n += 1
+        if n * _REC != size:
             log.warning("outbox", "segment %08x: damaged after %d readings; cut there" % (first, n))
             if n:
-                with open(path + ".new", "wb") as f:
-                    f.write(data[:n * _REC])
+                with open(path, "rb") as f, open(path + ".new", "wb") as out:
+                    left = n * _REC
+                    while left:
+                        got = f.readinto(mv[:min(left, len(buf))])
+                        out.write(mv[:got])
+                        left -= got
                 os.rename(path + ".new", path)
         if not n:
             os.remove(path)

@@ -11,25 +11,36 @@
 # readings of this boot. A reading from an earlier boot that never had network time has no
 # knowable time: it carries "uptime" (seconds since that boot; not a SenML label, so
 # receivers ignore it) and no "t", which SenML receivers read as "now".
-import json
+#
+# The text goes into a buffer the caller allocated once, record by record: a batch is ~2.5 KB,
+# and after hours of streaming the heap may have no free block that big (seen on the 128K sim
+# board with a backlog: json.dumps of a batch failed with 19 KB free in pieces of 1.5 KB).
 
 # Names and units per sensor index (outbox flags); SenML units from RFC 8428's registry.
 SENSORS = (("temperature", "Cel"),)
 
 
-def encode(node_id, readings, uptime_now, first_seq_this_boot):
-    """readings: [(seq, t, synced, sensor, value)] as Outbox.pending() gives them."""
-    out = []
+def encode_into(buf, node_id, readings, uptime_now, first_seq_this_boot):
+    """Write as many of readings [(seq, t, synced, sensor, value)] as fit into buf (a
+    bytearray) as a SenML array; returns (bytes written, seq of the last one written or 0)."""
+    n = last = 0
     for seq, t, synced, sensor, value in readings:
         name, unit = SENSORS[sensor] if sensor < len(SENSORS) else ("sensor%d" % sensor, "")
-        rec = {"n": name, "u": unit, "v": round(value, 3), "seq": seq}
         if synced:
-            rec["t"] = t
+            when = '"t":%d' % t
         elif seq >= first_seq_this_boot:
-            rec["t"] = -max(uptime_now - t, 0)
+            when = '"t":%d' % -max(uptime_now - t, 0)
         else:
-            rec["uptime"] = t
-        out.append(rec)
-    if out:
-        out[0]["bn"] = node_id + ":"
-    return json.dumps(out)
+            when = '"uptime":%d' % t
+        rec = ('%s{%s"n":"%s","u":"%s","v":%r,%s,"seq":%d}' % (
+            "," if n else "[", "" if n else '"bn":"%s:",' % node_id,
+            name, unit, round(value, 3), when, seq)).encode()
+        if n + len(rec) + 1 > len(buf):     # and room for the closing "]"
+            break
+        buf[n:n + len(rec)] = rec
+        n += len(rec)
+        last = seq
+    if n:
+        buf[n] = 0x5D       # "]"
+        n += 1
+    return n, last

@@ -31,10 +31,6 @@ _BACKOFF_CAP_S = 300
 _UNKNOWN = ',"status":"time unknown"'
 
 
-def _number(v):
-    return ("%.3f" % v).rstrip("0").rstrip(".")
-
-
 def _when(seq, t, synced, boot, first_this_boot):
     """(epoch seconds, known) of a reading: its network time; boot time + uptime for one of
     this boot taken before the clock was set; for one of an earlier boot that never had
@@ -44,6 +40,10 @@ def _when(seq, t, synced, boot, first_this_boot):
     if seq >= first_this_boot:
         return boot + t, True
     return boot - (first_this_boot - seq), False
+
+
+def _number(v):
+    return ("%.3f" % v).rstrip("0").rstrip(".")
 
 
 class ThingSpeakSink:

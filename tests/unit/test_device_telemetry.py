@@ -18,13 +18,35 @@ def test_senml_times_absolute_relative_and_unknown():
 from firmware.telemetry import senml
 readings = [(7, 1764540000, True, 0, 21.5), (8, 1000, False, 0, 21.25), (9, 1090, False, 0, 21.0),
             (3, 50, False, 0, 19.0), (10, 5, False, 4, 1.0)]
-print(senml.encode("24A1600000AA", readings, 1100, 8))
+buf = bytearray(3072)
+n, last = senml.encode_into(buf, "24A1600000AA", readings, 1100, 8)
+print(bytes(buf[:n]).decode())
 """)
     assert got[0] == {"bn": "24A1600000AA:", "n": "temperature", "u": "Cel", "v": 21.5, "t": 1764540000, "seq": 7}
     assert got[1] == {"n": "temperature", "u": "Cel", "v": 21.25, "t": -100, "seq": 8}     # 100 s ago
     assert got[2]["t"] == -10
     assert got[3] == {"n": "temperature", "u": "Cel", "v": 19.0, "uptime": 50, "seq": 3}       # earlier boot
     assert got[4]["n"] == "sensor4" and "bt" not in json.dumps(got)
+    assert all(isinstance(r["v"], float) for r in got)          # 19.0 stays a float
+
+
+def test_senml_into_a_fixed_buffer_takes_what_fits():
+    # The payload buffer is allocated once: a batch never needs a new big block of heap.
+    got = chip("""
+from firmware.telemetry import senml
+batch = [(100 + i, 1764540000 + i, True, 0, 21.5 + i / 8) for i in range(32)]
+buf = bytearray(3072)
+n, last = senml.encode_into(buf, "24A1600000AA", batch, 0, 1)
+print(json.dumps([n, last]))
+small = bytearray(300)
+n, last = senml.encode_into(small, "24A1600000AA", batch, 0, 1)
+print(bytes(small[:n]).decode())
+print(json.dumps(list(senml.encode_into(small, "n", [], 0, 1))))
+""")
+    (n, last), part, empty = got
+    assert last == 131 and 2000 < n < 3072
+    assert [r["seq"] for r in part] == [100, 101, 102, 103]              # the first four, whole
+    assert empty == [0, 0]
 
 
 COMMANDS = """
