@@ -1,6 +1,6 @@
 # The online phase: Wi-Fi is up. Makes the TLS context (first, while the heap still has a
-# contiguous block for it), starts telemetry, self-registration (when there is a key) and the
-# cloud manager, and ends them all when the link is lost. firmware/app.py owns the order of
+# contiguous block for it), sets the clock, starts telemetry, self-registration (when there is
+# a key) with its ThingSpeak sink, and the cloud manager, and ends them all when the link is lost. firmware/app.py owns the order of
 # phases; this module is loaded only while online.
 import asyncio
 
@@ -12,8 +12,8 @@ from firmware import board
 from firmware.unload import unload
 
 _RESYNC_S = const(6 * 3600)    # an ESP32's RTC drifts by seconds a day
-_CLOCK_RETRY_S = 5
-_CLOCK_RETRY_CAP_S = 600
+_RETRY_S = 5                   # the clock's and the ThingSpeak sink's retries: 5 s to 10 min
+_RETRY_CAP_S = 600
 
 
 class Online:
@@ -45,19 +45,28 @@ class Online:
         key the server accepted; a rejected key sends the registrar back to register."""
         reg = self.registrar
         box, sampler = self.app.telemetry
+        failures = 0
         while True:
             await reg.ready.wait()
-            # Loaded only while it runs: registering (KDF, AES) must not share the heap with it.
-            from firmware.telemetry import thingspeak_sink
             rejected = None
             try:
+                # Loaded only while it runs: registering (KDF, AES) must not share the heap with it.
+                from firmware.telemetry import thingspeak_sink
                 await thingspeak_sink.ThingSpeakSink(self.store, box, sampler, self.app.tls).run(reg)
-            except thingspeak_sink.KeyRejected as e:
-                rejected = e
+            except Exception as e:      # KeyRejected; or no heap, a flash error: never the task
+                if type(e).__name__ == "KeyRejected":
+                    rejected = e
+                else:
+                    failures += 1
+                    log.error("thingspeak", "sink stopped (%s); again soon" % log.why(e))
+            else:
+                failures = 0
             thingspeak_sink = None
             unload("firmware.telemetry.thingspeak_sink", "firmware.telemetry.thingspeak", "httpc")
             if rejected is not None:
                 reg.key_rejected(rejected)
+            elif failures:
+                await asyncio.sleep(backoff(failures - 1, _RETRY_S, _RETRY_CAP_S))
 
     async def _sync_clock(self, host):
         from firmware import netclock
@@ -70,7 +79,7 @@ class Online:
         attempt = 0
         while True:
             attempt = 0 if ok else attempt + 1
-            await asyncio.sleep(_RESYNC_S if ok else backoff(attempt - 1, _CLOCK_RETRY_S, _CLOCK_RETRY_CAP_S))
+            await asyncio.sleep(_RESYNC_S if ok else backoff(attempt - 1, _RETRY_S, _RETRY_CAP_S))
             ok = await self._sync_clock(host)
 
     async def run(self):
