@@ -43,6 +43,16 @@ def cmd_board(args):
     board.stop()
 
 
+def cmd_flash(args):
+    """MicroPython on a real board: check the image, detect the chip, erase, write, reset (esptool)."""
+    from tools import flash
+    try:
+        flash.flash(args.port, args.firmware, chip=args.chip, baud=args.baud, erase=not args.no_erase,
+                    verbose=args.verbose)
+    except flash.FlashError as e:
+        raise CliError(str(e)) from (e.__cause__ or e)
+
+
 def cmd_deploy(args):
     from tools import deploy
     if bool(args.image) == bool(args.port):
@@ -346,6 +356,18 @@ def parser():
                         "with ~15 KB to spare on this 64-bit simulator; an ESP32 has more)")
     s.add_argument("--seconds", type=float, default=0, help="stop after this long (default: Ctrl-C)")
     s.set_defaults(fn=cmd_sim)
+
+    f = sub.add_parser("flash", help="put a MicroPython firmware image on a real board (esptool: "
+                                     "detect the chip, erase, write at its offset, reset)")
+    f.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0 or COM3")
+    f.add_argument("--firmware", required=True, help="the firmware .bin from micropython.org/download")
+    f.add_argument("--chip", help="esp32, esp32s2, esp32s3, esp32c2, esp32c3, esp32c5, esp32c6, esp32h2, "
+                                  "esp32p4 (default: the image's); the board must be this chip")
+    f.add_argument("--baud", type=int, default=460800, help="baud rate for writing (default 460800)")
+    f.add_argument("--no-erase", action="store_true", help="do not erase the whole flash first")
+    f.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="esptool's full output, and its traceback on errors")
+    f.set_defaults(fn=cmd_flash)
 
     d = sub.add_parser("deploy", help="put boot.py, main.py, firmware/, lib/ on a board or an image")
     d.add_argument("--image", help="simulated board flash image")
