@@ -13,9 +13,6 @@ class CliError(Exception):
     pass
 
 
-SIM_POP = "abcd1234"   # the demo board's proof of possession (printed on its label, so to speak)
-
-
 def _wait_for_stop():
     """Block until Ctrl-C or SIGTERM: how a long-running subcommand ends."""
     stop = threading.Event()
@@ -78,40 +75,10 @@ def cmd_deploy(args):
 
 
 def cmd_sim(args):
-    """The product demo: the local cloud, and a board out of the box, provisioned by the simulated
-    phone over BLE, bootstrapped, and mapped to the phone's user."""
-    import time
-    import uuid
-    from pathlib import Path
-    from tools import deploy
-    from tools.cloud.local import LocalCloud
-    from tools.prov.client import Provisioner
-    from tools.prov.transport import SimBleTransport
-    from tools.sim.board import Board
-    from tools.sim.world import AccessPoint, World
-    d = Path(args.dir)
-    d.mkdir(parents=True, exist_ok=True)
-    image = d / "board.img"
-    if image.exists():
-        image.unlink()  # a board fresh out of the box, every time
-    say = lambda line: print("roost sim: " + line, flush=True)  # noqa: E731
-    cloud = LocalCloud(d / "cloud").start()
-    say("local cloud up: HTTP %s, MQTT over TLS on port %d (Mosquitto), state in %s"
-        % (cloud.http_url, cloud.mqtt_tls_port, d / "cloud"))
-    mac = bytes.fromhex("24a160" + uuid.uuid4().hex[:6])
-    node_id = mac.hex().upper()
-    cloud.add_device(node_id)
-    user = "demo-%s@roost.local" % node_id[-6:]
-    uid = cloud.add_user(user, "demo")
-    token = cloud.login(user, "demo")
-    say("cloud: bootstrap config for node %s; user %s" % (node_id, user))
-    say("deploying the firmware (.mpy) and its factory config (PoP %s, cloud, CA) to a new board" % SIM_POP)
-    deploy.to_image(image, mpy=True, factory=dict(cloud.factory_for(node_id), pop=SIM_POP), log=say)
-    world = World(aps=[AccessPoint("roost-lab", "correct horse", rssi=-48),
-                       AccessPoint("neighbours", "not yours", rssi=-77)],
-                  services=cloud.world_services())
+    """The product demo (tools/demo.py): the local cloud, a board out of the box provisioned by the
+    simulated phone, bootstrapped, mapped, registered, streaming; a live line of its readings."""
+    from tools import demo
     out = sys.stdout.buffer
-
     pending = bytearray()
 
     def console(data):              # the UART arrives in chunks: show whole lines
@@ -120,37 +87,16 @@ def cmd_sim(args):
         pending[:] = rest
         out.write(b"".join(b"  | " + line + b"\n" for line in lines if line))
         out.flush()
-    board = Board(image, heap=args.heap, world=world, echo=console, mac=mac)
-    board.start()
-    say("board up; its serial console is shown with '  |', and is on socket://127.0.0.1:%d "
-        "(mpremote connect ...); air on port %d" % (board.console.port, board.air.port))
+
+    def map_user(cloud_dir, node_id, secret, token):
+        return _cloud_map(argparse.Namespace(dir=str(cloud_dir)), node_id, secret, token, poll=0.2)
     try:
-        board.wait_for(b"provisioning open", timeout=20)
-        say("the phone scans for PROV_ devices and provisions the board (security 1)")
-        secret = str(uuid.uuid4())
-        with SimBleTransport(board) as t:
-            p = Provisioner(t, pop=SIM_POP, on_progress=lambda line: say("phone: " + line))
-            p.establish_session()
-            nets = ", ".join("%s (%d dBm)" % (e.ssid, e.rssi) for e in p.scan_wifi())
-            say("phone: Wi-Fi networks the board sees: " + nets)
-            result = p.provision("roost-lab", "correct horse", user_id=uid, secret=secret,
-                                 on_progress=lambda line: say("phone: " + line), poll=0.5)
-        say("provisioned: node %s on Wi-Fi with IP %s" % (result.node_id, result.ip))
-        status = _cloud_map(argparse.Namespace(dir=str(d / "cloud")), node_id, secret, token, poll=0.2)
-        say("phone: the cloud says the mapping of node %s to %s is %s" % (node_id, user, status))
-        if status != "confirmed":
-            raise CliError("user-node mapping %s" % status)
-        if args.seconds:
-            time.sleep(args.seconds)
-        else:
-            say("running; Ctrl-C to stop")
-            _wait_for_stop()
+        demo.run(args.dir, heap=args.heap, seconds=args.seconds, echo=console, map_user=map_user,
+                 say=lambda line: print("roost sim: " + line, flush=True))
+    except demo.DemoError as e:
+        raise CliError(str(e))
     except KeyboardInterrupt:
         pass
-    finally:
-        board.stop()
-        cloud.stop()
-        say("stopped")
 
 
 def cmd_provision(args):
@@ -351,10 +297,11 @@ def parser():
 
     s = sub.add_parser("sim", help="the product demo on a simulated board (what `make sim` runs)")
     s.add_argument("--dir", default=".sim", help="working folder for images and logs")
-    s.add_argument("--heap", default="128K",
-                   help="MicroPython heap size of the board (default 128K: TLS MQTT fits in 100K "
-                        "with ~15 KB to spare on this 64-bit simulator; an ESP32 has more)")
-    s.add_argument("--seconds", type=float, default=0, help="stop after this long (default: Ctrl-C)")
+    s.add_argument("--heap", default="160K",
+                   help="MicroPython heap size of the board (default 160K: TLS MQTT, registering and "
+                        "ThingSpeak at once need it on this 64-bit simulator, whose mbedTLS shares the heap)")
+    s.add_argument("--seconds", type=float, default=0,
+                   help="seconds of live readings, then stop (default: until Ctrl-C)")
     s.set_defaults(fn=cmd_sim)
 
     f = sub.add_parser("flash", help="put a MicroPython firmware image on a real board (esptool: "

@@ -1,5 +1,6 @@
-"""`make sim` tells the story: the local cloud, a new board provisioned over BLE by the simulated
-phone, bootstrapped, on TLS MQTT, and mapped to the phone's user."""
+"""`make sim` tells the story: the local cloud, a new board whose registration key is typed at its
+console, provisioned over BLE by the simulated phone, bootstrapped, on TLS MQTT, mapped to the
+phone's user, registered with a ThingSpeak channel, and a live line of its readings arriving."""
 import re
 import subprocess
 import sys
@@ -8,8 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_make_sim_provisions_a_fresh_board_and_brings_it_online(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tools", "sim", "--dir", str(tmp_path), "--seconds", "0.5"],
+def test_make_sim_tells_the_story_from_the_box_to_readings(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "tools", "sim", "--dir", str(tmp_path), "--seconds", "12"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
@@ -19,5 +20,12 @@ def test_make_sim_provisions_a_fresh_board_and_brings_it_online(tmp_path):
     assert "app: online" in out
     assert re.search(r"cloud: MQTT connected to mqtt\.roost\.local:8883 \(TLS\)", out)
     assert re.search(r"the cloud says the mapping of node [0-9A-F]{12} to \S+ is confirmed", out)
+    assert "asked the board to sample every 2 s: ok" in out
+    key = re.search(r"registration key ([0-9A-Z]{8}-[0-9A-Z]{8})", out).group(1)
+    assert re.search(r"registered: ThingSpeak channel \d+ for serial [0-9A-F]{12}", out)
+    live = re.findall(r"roost sim: \S+ +[\d.]+ °C  MQTT (\d+) readings \(0 missing, \d+ sent twice, kept once\)"
+                      r"  ThingSpeak (\d+)", out)
+    assert live and int(live[-1][0]) >= 5 and int(live[-1][1]) >= 1, out[-2000:]
     board_console = "\n".join(line for line in out.splitlines() if line.startswith("  |"))
     assert "correct horse" not in board_console and "abcd1234" not in board_console
+    assert key[9:] not in board_console            # the key's secret half is never echoed
