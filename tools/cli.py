@@ -158,6 +158,17 @@ def cmd_console_set_key(args):
     print("firmware restarted: it registers once it is online")
 
 
+def cmd_console_terminal(args):
+    from tools.console import ConsoleError, terminal
+    if not args.port:
+        raise CliError("roost console needs --port PORT (a terminal), or one of set-key, status, factory-reset")
+    try:
+        terminal(args.port, banner="roost console on %s: Ctrl-] quits, Ctrl-C reaches the board's "
+                                   "Python REPL" % args.port)
+    except ConsoleError as e:
+        raise CliError(str(e))
+
+
 def cmd_console_status(args):
     with _console(args) as c:
         print(c.firmware("status").strip())
@@ -354,8 +365,11 @@ def parser():
     q.add_argument("--username", help="(security 2) SRP username, e.g. wifiprov")
     q.set_defaults(fn=cmd_provision_qr)
 
-    k = sub.add_parser("console", help="the board's serial console: registration key, status, factory reset")
-    ks = k.add_subparsers(dest="console_cmd", required=True)
+    k = sub.add_parser("console", help="the board's serial console: an interactive terminal (with --port "
+                                       "alone), or registration key, status, factory reset")
+    k.add_argument("--port", help="serial port or socket://host:port: an interactive terminal (Ctrl-] quits)")
+    k.set_defaults(fn=cmd_console_terminal)
+    ks = k.add_subparsers(dest="console_cmd")
 
     def console_cmd(name, fn, help):
         x = ks.add_parser(name, help=help)

@@ -98,3 +98,71 @@ class Console:
             raise ConsoleError("console %s: %s" % (self.port, e))
         if not out.endswith(b"soft reboot"):
             raise ConsoleError("the board did not restart after Ctrl-D")
+
+
+QUIT = b"\x1d"          # Ctrl-], as in telnet and miniterm
+
+
+def terminal(port, stdin_fd=0, out=None, linger=1.0, banner=None):
+    """An interactive terminal on the board's console until Ctrl-] (or the end of a piped
+    input, then `linger` seconds for the answers): what the board prints is shown as it comes,
+    keys go to the board as typed. On a tty the keyboard is in raw mode (Ctrl-C reaches the
+    board: its Python REPL); from a pipe, a newline is sent as the Enter key (CR). banner: a
+    line for stderr once the port is open."""
+    import os
+    import sys
+    import threading
+    import serial
+    out = out or sys.stdout.buffer
+    try:
+        s = serial.serial_for_url(port, baudrate=115200, timeout=0.1)
+    except (serial.SerialException, OSError, ValueError) as e:
+        raise ConsoleError("cannot open console %s: %s" % (port, e))
+    if banner:
+        print(banner, file=sys.stderr, flush=True)
+    stop = threading.Event()
+
+    def show():
+        while not stop.is_set():
+            try:
+                data = s.read(256)
+            except (serial.SerialException, OSError):
+                stop.set()
+                return
+            if data:
+                out.write(data)
+                out.flush()
+    reader = threading.Thread(target=show, daemon=True, name="console-reader")
+    reader.start()
+    tty_in = os.isatty(stdin_fd)
+    saved = None
+    if tty_in:
+        import termios
+        import tty
+        saved = termios.tcgetattr(stdin_fd)
+        tty.setraw(stdin_fd)
+    try:
+        while not stop.is_set():
+            keys = os.read(stdin_fd, 64)
+            if not keys:
+                time.sleep(linger)
+                break
+            quit_at = keys.find(QUIT)
+            if quit_at >= 0:
+                keys = keys[:quit_at]
+            if not tty_in:
+                keys = keys.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+            if keys:
+                s.write(keys)
+            if quit_at >= 0:
+                time.sleep(0.2 if tty_in else linger)
+                break
+        if stop.is_set():
+            raise ConsoleError("console %s closed" % port)
+    finally:
+        if saved is not None:
+            import termios
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
+        stop.set()
+        reader.join(1)
+        s.close()

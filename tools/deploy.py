@@ -174,18 +174,23 @@ def mpremote(port, *args, timeout=120):
     return r.stdout
 
 
-def to_port(port, mpy=False, log=print, factory=None):
-    """Copy changed files to a board over its serial console (hash compare), write the
-    factory config if given, then reset it."""
-    staging = build(mpy)
+def _board_hashes(port):
     have = {}
     for line in mpremote(port, "exec", _HASHES).splitlines():
         parts = line.split()
         if len(parts) == 2:
             have[parts[0]] = parts[1]
+    return have
+
+
+def to_port(port, mpy=False, log=print, factory=None):
+    """Copy changed files to a board over its serial console (hash compare), check what the
+    board then holds (hash compare again), write the factory config if given, then reset it."""
+    staging = build(mpy)
+    have = _board_hashes(port)
     local = {p.relative_to(staging).as_posix(): p for p in staging.rglob("*") if p.is_file()}
-    changed = [rel for rel, p in sorted(local.items())
-               if have.get(rel) != hashlib.sha256(p.read_bytes()).hexdigest()]
+    digest = {rel: hashlib.sha256(p.read_bytes()).hexdigest() for rel, p in local.items()}
+    changed = [rel for rel in sorted(local) if have.get(rel) != digest[rel]]
     stale = [rel for rel in have if rel.split("/")[0] in CODE_DIRS and rel not in local]
     args = []
     dirs = set()
@@ -198,13 +203,21 @@ def to_port(port, mpy=False, log=print, factory=None):
         args += ["fs", "cp", str(local[rel]), ":" + rel, "+"]
     for rel in stale:
         args += ["fs", "rm", ":" + rel, "+"]
+    if changed or stale:
+        mpremote(port, *args[:-1])
+        args = []
+        now = _board_hashes(port)
+        bad = [rel for rel in local if now.get(rel) != digest[rel]] + [rel for rel in stale if rel in now]
+        if bad:
+            raise DeployError("verify failed: %d files differ on the board (%s); deploy again"
+                              % (len(bad), ", ".join(sorted(bad)[:3])))
     if factory is not None:
         import json
         args += ["exec", "import json\nfrom firmware.store import Store\nStore().set_factory(json.loads(%r))"
                  % json.dumps(factory), "+"]
-    if args:
+    if changed or stale or factory is not None:
         mpremote(port, *args, "reset")
-    log("deployed %d files: %d written, %d removed" % (len(local), len(changed), len(stale)))
+    log("deployed %d files: %d written, %d removed, all verified" % (len(local), len(changed), len(stale)))
     return changed
 
 

@@ -1,12 +1,17 @@
-"""A person at a terminal on the board's serial console, and `roost console` doing the same jobs
-through the raw REPL: the registration key (masked, validated), status, factory reset. The key
+"""A person at a terminal on the board's serial console (by hand, or through `roost console --port`),
+and `roost console` doing the same jobs through the raw REPL: the registration key (masked, validated), status, factory reset. The key
 never appears on the console in clear, and a refused key changes nothing."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tools import cli
 
 from tests.sim.terminal import PROMPT, command, type_
 
+ROOT = Path(__file__).resolve().parents[2]
 POP = "abcd1234"
 FACTORY = {"pop": POP, "serial": "74743827342",
            "endpoints": {"registration": "http://cloud.roost.local/midpoint/ws/iot/devices"}}
@@ -118,3 +123,18 @@ def test_roost_console_set_key_status_and_factory_reset(powered, capsys):
 def test_roost_console_without_a_board_fails_in_one_line(capsys):
     code, out, err = roost(capsys, "console", "status", "--port", "socket://127.0.0.1:1")
     assert code == 1 and err.count("\n") == 1 and "cannot open console" in err
+
+
+def test_roost_console_is_an_interactive_terminal(powered):
+    # A person's session, piped: Enter for the prompt, `status`, then Ctrl-] to quit.
+    port = "socket://127.0.0.1:%d" % powered.console.port
+    r = subprocess.run([sys.executable, "-m", "tools", "console", "--port", port], input=b"\nstatus\n\x1d",
+                       capture_output=True, timeout=30, cwd=ROOT)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0, r.stderr
+    assert "Ctrl-] quits" in r.stderr.decode()
+    assert PROMPT in out and "registration: key not set" in out and "status" in out
+    assert b"provisioning open" in bytes(powered.out)           # the firmware kept running
+    r = subprocess.run([sys.executable, "-m", "tools", "console", "--port", "socket://127.0.0.1:1"],
+                       input=b"", capture_output=True, timeout=30, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.decode().count("\n") == 1 and "cannot open console" in r.stderr.decode()
