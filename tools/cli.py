@@ -192,7 +192,7 @@ def cmd_cloud_serve(args):
         raise CliError("mosquitto is not installed (Debian/Ubuntu: apt-get install mosquitto; or `make setup`)")
     kw = {}
     if args.public_host:      # a board on the LAN: it is told this address and the real ports
-        kw = dict(http_name=args.public_host, mqtt_name=args.public_host,
+        kw = dict(http_name=args.public_host, mqtt_name=args.public_host, ntp_name="pool.ntp.org",
                   http_advertised_port=None, mqtt_advertised_port=None)
     bind = args.bind or ("0.0.0.0" if args.public_host else "127.0.0.1")
     cloud = LocalCloud(args.dir, http_port=args.http_port, mqtt_tls_port=args.mqtt_port, bind=bind,
@@ -251,6 +251,32 @@ def cmd_cloud_device_add(args):
     factory = _cloud_call(args, "POST", "/admin/devices", {"node_id": args.node_id, "secure": args.secure,
                                                            "active": not args.inactive})
     print(json.dumps(factory, indent=1))
+
+
+def _readings_line(readings, stats):
+    from tools.demo import sparkline
+    last = readings[-1] if readings else None
+    return "%s  %s  %d readings, seq %s..%s, %d missing, %d sent twice (kept once)" % (
+        sparkline([r["value"] for r in readings if isinstance(r["value"], (int, float))]) or "-",
+        "%.2f %s" % (last["value"], last["unit"] or "") if last else "no readings yet",
+        stats["count"], stats["first_seq"], stats["last_seq"], stats["gaps"], stats["duplicates"])
+
+
+def cmd_cloud_readings(args):
+    import time
+    doc = _cloud_call(args, "GET", "/admin/readings/%s" % args.node_id)
+    readings, stats = doc["readings"], doc["stats"]
+    for r in readings[-args.last:] if args.last > 0 else []:
+        print("seq %-6d %s  %s %s" % (r["seq"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])),
+                                      r["value"], r["unit"] or ""))
+    print(_readings_line(readings, stats), flush=True)
+    shown = stats["count"]
+    while args.follow:
+        time.sleep(2)
+        doc = _cloud_call(args, "GET", "/admin/readings/%s" % args.node_id)
+        if doc["stats"]["count"] != shown:
+            shown = doc["stats"]["count"]
+            print(_readings_line(doc["readings"], doc["stats"]), flush=True)
 
 
 def cmd_cloud_org_add(args):
@@ -427,6 +453,10 @@ def parser():
     x.add_argument("secret", help="the secret key the phone gave the node")
     x.add_argument("--user", required=True)
     x.add_argument("--password", required=True)
+    x = cloud_cmd("readings", cmd_cloud_readings, "a node's readings as the cloud stores them (each seq once)")
+    x.add_argument("node_id")
+    x.add_argument("--last", type=int, default=10, help="how many of the latest to list (default 10)")
+    x.add_argument("--follow", action="store_true", help="then a live line as more arrive, until Ctrl-C")
     return p
 
 

@@ -316,3 +316,16 @@ def test_another_devices_channel_is_refused_and_strays_are_dropped(cloud, n1):
     assert cloud.reading_stats("n2")["count"] == 0 and cloud.reading_stats("n2")["rejected"] == 0
     with pytest.raises(TimeoutError, match="0 of 1 readings of node n2 .*'rejected': 0"):
         cloud.wait_readings("n2", 1, timeout=0.2)
+
+
+def test_roost_cloud_readings_lists_the_latest_and_a_summary(cloud, capsys):
+    from tools import cli
+    cloud.readings_service.ingest("n1", json.dumps([{"n": "temperature", "u": "Cel", "v": 20 + s / 10, "seq": s,
+                                                     "t": 1767225600 + s} for s in (1, 2, 3, 5)]))
+    cloud.readings_service.ingest("n1", json.dumps([{"n": "temperature", "u": "Cel", "v": 20.3, "seq": 3}]))
+    cli.main(["cloud", "readings", "n1", "--last", "2", "--dir", str(cloud.dir)])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[0].startswith("seq 3 ") and out[1].startswith("seq 5 ") and "20.5 Cel" in out[1]
+    assert out[2].endswith("20.50 Cel  4 readings, seq 1..5, 1 missing, 1 sent twice (kept once)")
+    cli.main(["cloud", "readings", "nobody", "--dir", str(cloud.dir)])
+    assert capsys.readouterr().out == "-  no readings yet  0 readings, seq None..None, 0 missing, 0 sent twice (kept once)\n"
