@@ -35,6 +35,7 @@ class Sampler:
         self._last = time.ticks_ms()
         self._oldest = None             # ticks of the oldest reading still in the batch
         self._boot = None               # epoch seconds of this boot, once the clock is set
+        self._last_stamp = None         # the time of the last reading (seconds)
 
     def uptime(self):
         """Seconds since boot, without the ~12-day wrap of ticks_ms."""
@@ -71,6 +72,12 @@ class Sampler:
             self.wake.clear()
 
     def sample(self, interval_ms=0):
+        t, synced = clock()
+        stamp = t if synced else self.uptime()
+        if stamp == self._last_stamp:
+            # A command woke us within the second of the last reading: two readings at one
+            # time would clash where times are unique (ThingSpeak's created_at).
+            return None
         try:
             value = board.temperature_c()
         except Exception as e:      # a sensor fault costs a reading, never the task
@@ -80,8 +87,8 @@ class Sampler:
             # NaN would make the whole SenML batch it rides in unacceptable to the cloud.
             log.warning("telemetry", "sensor gave no number; reading skipped")
             return None
-        t, synced = clock()
-        seq = self.outbox.add(value, t if synced else self.uptime(), synced)
+        self._last_stamp = stamp
+        seq = self.outbox.add(value, stamp, synced)
         if self._oldest is None:
             self._oldest = time.ticks_ms()
         if (interval_ms >= _FLUSH_MS or self.outbox.buffered() >= _BATCH
