@@ -111,25 +111,13 @@ class App:
         """Sampling starts with the first network and goes on offline: readings wait in the
         outbox (flash) until the cloud has them."""
         if self.telemetry is None:
-            from firmware.telemetry.outbox import Outbox
+            from firmware.telemetry.outbox import Outbox, sinks
             from firmware.telemetry.sampler import Sampler
-            box = Outbox(self.store, self.sinks())
+            box = Outbox(self.store, sinks(self.store))
             sampler = Sampler(self.store, box)
             self.telemetry = (box, sampler)
             asyncio.create_task(sampler.run())
             log.info("app", "telemetry: %d readings waiting, next seq %d" % (len(box), box.next_seq))
-
-    def sinks(self):
-        """The clouds readings go to: MQTT with a bootstrap server, ThingSpeak once somebody
-        typed a registration key (until then no reading waits for it); the factory's `sinks`
-        may narrow that down."""
-        f = self.store.factory
-        out = []
-        if f["endpoints"]["bootstrap"]:
-            out.append("mqtt")
-        if f["endpoints"]["thingspeak"] and f["endpoints"]["registration"] and self.store.get("regkey")["key"]:
-            out.append("thingspeak")
-        return [s for s in out if s in f["sinks"]] if f["sinks"] else out
 
     async def run(self):
         asyncio.create_task(self.blink())
@@ -161,8 +149,10 @@ class App:
 
     def key_changed(self):
         """The console stored a new registration key: register now, not at the next retry."""
-        if self.telemetry is not None and "thingspeak" in self.sinks():
-            self.telemetry[0].attach("thingspeak")      # readings from now on wait for it
+        if self.telemetry is not None:
+            from firmware.telemetry.outbox import sinks
+            if "thingspeak" in sinks(self.store):
+                self.telemetry[0].attach("thingspeak")  # readings from now on wait for it
         if self.phase is not None:
             self.phase.key_changed()
 

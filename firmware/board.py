@@ -1,6 +1,7 @@
 # The hardware facade: the only firmware module that imports machine, network,
-# bluetooth and esp32, so the rest of the firmware reads as application logic and
-# the pin map of a board lives in one place.
+# bluetooth and esp32 (but for netclock.py, which sets the RTC, loaded only for that),
+# so the rest of the firmware reads as application logic and the pin map of a board
+# lives in one place.
 import gc
 
 import bluetooth
@@ -36,15 +37,6 @@ def heap():
     """(free, allocated) bytes of the MicroPython heap after a collection."""
     gc.collect()
     return gc.mem_free(), gc.mem_alloc()
-
-
-def set_clock(t):
-    """Set the RTC to epoch seconds t (network time); returns how far off it was."""
-    import time
-    off = t - time.time()
-    tm = time.gmtime(int(t))
-    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], int(t % 1 * 1000000)))
-    return off
 
 
 def led(on):

@@ -34,7 +34,8 @@ class Online:
         f = self.store.factory
         if f["endpoints"]["registration"] and self.store.get("regkey")["key"]:
             from firmware.cloud.registration import Registrar
-            streams = self.app.telemetry is not None and "thingspeak" in self.app.sinks()
+            from firmware.telemetry.outbox import sinks
+            streams = self.app.telemetry is not None and "thingspeak" in sinks(self.store)
             self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.app.tls, streams)
             self.tasks.append(asyncio.create_task(self.registrar.run()))
             if streams:

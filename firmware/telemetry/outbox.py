@@ -37,6 +37,19 @@ _SYNCED = const(1)
 _READ = const(16)             # records read from flash at a time
 
 
+def sinks(store):
+    """The clouds readings go to: MQTT with a bootstrap server, ThingSpeak once somebody typed a
+    registration key (until then no reading waits for it); the factory's `sinks` may narrow
+    that down. (Here, not in app.py: the app module stays resident through provisioning.)"""
+    f = store.factory
+    out = []
+    if f["endpoints"]["bootstrap"]:
+        out.append("mqtt")
+    if f["endpoints"]["thingspeak"] and f["endpoints"]["registration"] and store.get("regkey")["key"]:
+        out.append("thingspeak")
+    return [s for s in out if s in f["sinks"]] if f["sinks"] else out
+
+
 class Outbox:
     def __init__(self, store, sinks, root="", capacity=96 * _SEG):
         """sinks: the names of the clouds readings go to. A sink's stored cursor is kept; a

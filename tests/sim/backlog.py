@@ -5,7 +5,7 @@
 
 How: through the serial console (tools/console.py) the firmware is stopped and the chip soft-reset
 into the raw REPL (boot.py runs, main.py does not: the heap is the firmware's own, free). There
-device code opens the Store and the Outbox with the sinks the firmware would name (App.sinks():
+device code opens the Store and the Outbox with the sinks the firmware would name (outbox.sinks():
 "mqtt" with a bootstrap endpoint, "thingspeak" once a registration key is stored), and adds and
 flushes the readings through Outbox.add()/flush(), exactly the calls the sampler makes. So they are
 stored as the firmware stores them: seqs go on from the outbox's next_seq, segments are 128 readings,
@@ -28,12 +28,10 @@ from tools.console import Console
 _FILL = """
 import gc, json, time
 from firmware import board
-from firmware.app import App
 from firmware.store import Store
-from firmware.telemetry.outbox import Outbox
-class _App:
-    store = Store()
-box = Outbox(_App.store, App.sinks(_App()))
+from firmware.telemetry.outbox import Outbox, sinks
+store = Store()
+box = Outbox(store, sinks(store))
 value = board.temperature_c()
 first, n, spacing, now = box.next_seq, %(n)d, %(spacing)d, %(now)d
 gc.collect()
