@@ -1,7 +1,7 @@
 # The online phase: Wi-Fi is up. Makes the TLS context (first, while the heap still has a
 # contiguous block for it), sets the clock, starts telemetry, self-registration (when there is
-# a key) with its ThingSpeak sink, and the cloud manager, and ends them all when the link is lost. firmware/app.py owns the order of
-# phases; this module is loaded only while online.
+# a key) with its ThingSpeak sink, and the cloud manager, and ends them all when the link is
+# lost. firmware/app.py owns the order of phases; this module is loaded only while online.
 import asyncio
 
 from micropython import const
@@ -49,13 +49,13 @@ class Online:
         failures = 0
         while True:
             await reg.ready.wait()
-            rejected = None
+            rejected = thingspeak_sink = None
             try:
                 # Loaded only while it runs: registering (KDF, AES) must not share the heap with it.
                 from firmware.telemetry import thingspeak_sink
                 await thingspeak_sink.ThingSpeakSink(self.store, box, sampler, self.app.tls).run(reg)
             except Exception as e:      # KeyRejected; or no heap, a flash error: never the task
-                if type(e).__name__ == "KeyRejected":
+                if thingspeak_sink is not None and isinstance(e, thingspeak_sink.KeyRejected):
                     rejected = e
                 else:
                     failures += 1

@@ -9,7 +9,6 @@ sample every 2 s, and a live line shows its readings arriving in both clouds, un
 
 The board's own console is echoed with "  |"; everything else is the story.
 """
-import json
 import math
 import re
 import threading
@@ -56,20 +55,6 @@ class _Room:
         while not self.stop.wait(0.5):
             t = time.monotonic() - t0
             self.world.temperature = 21.5 + 2.0 * math.sin(t / 20.0) + 0.15 * math.sin(t * 1.7)
-
-
-def _command(cloud, node_id, text, timeout=15):
-    """A control command over MQTT; the board's answer."""
-    mark = len(cloud.messages("channels/+/messages/res"))
-    rid = cloud.send_command(node_id, text)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for _, payload in cloud.messages("channels/+/messages/res")[mark:]:
-            rec = json.loads(payload)[0]
-            if rec.get("bn") == rid:
-                return rec["vs"]
-        time.sleep(0.1)
-    raise DemoError("the board did not answer %r" % text)
 
 
 def run(directory, heap="160K", seconds=0, say=print, echo=None, map_user=None):
@@ -132,7 +117,10 @@ def run(directory, heap="160K", seconds=0, say=print, echo=None, map_user=None):
         if status != "confirmed":
             raise DemoError("user-node mapping %s" % status)
         board.wait_for(b"listening for commands", timeout=30)
-        answer = _command(cloud, node_id, "interval %d" % INTERVAL_S)
+        try:
+            answer = cloud.command(node_id, "interval %d" % INTERVAL_S, timeout=15)
+        except TimeoutError as e:
+            raise DemoError(str(e))
         say("cloud: asked the board to sample every %d s: %s" % (INTERVAL_S, answer))
         reg = board.wait_for(re.compile(rb"registered: channel (\d+)\r\n"), timeout=60)
         channel = int(reg.group(1))

@@ -18,16 +18,7 @@ LISTENING = b"listening for commands"
 
 def command(cloud, board, text, timeout=10):
     """Send a control command; the device's answer (the "vs" of its SenML response)."""
-    mark = len(cloud.messages("channels/+/messages/res"))
-    rid = cloud.send_command(board.node_id, text)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for _, payload in cloud.messages("channels/+/messages/res")[mark:]:
-            rec = json.loads(payload)[0]
-            if rec["bn"] == rid:
-                return rec["vs"]
-        time.sleep(0.05)
-    raise TimeoutError("no answer to %r" % text)
+    return cloud.command(board.node_id, text, timeout)
 
 
 @pytest.fixture

@@ -397,6 +397,20 @@ class LocalCloud:
         self.publish("channels/%s/messages/req" % channel, payload, qos=1)
         return req_id
 
+    def command(self, node_id, command, timeout=10.0):
+        """Send a control command and wait for the node's answer (the "vs" of its SenML
+        response on .../res); TimeoutError if none comes."""
+        mark = len(self.messages("channels/+/messages/res"))
+        rid = self.send_command(node_id, command)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for _, payload in self.messages("channels/+/messages/res")[mark:]:
+                rec = json.loads(payload)[0]
+                if rec.get("bn") == rid:
+                    return rec["vs"]
+            time.sleep(0.05)
+        raise TimeoutError("node %s did not answer %r" % (node_id, command))
+
     def messages(self, topic_filter="#"):
         """[(topic, payload bytes)] the cloud's client has seen, filter with MQTT wildcards."""
         with self._cond:
