@@ -65,8 +65,9 @@ def blank_image(path, size=FLASH_SIZE):
 
 class Board:
     def __init__(self, flash, heap=DEFAULT_HEAP, world=None, mac=None, micropython=None,
-                 console_port=0, echo=None):
+                 console_port=0, echo=None, heapwatch=None):
         self.flash = Path(flash)
+        self.heapwatch = heapwatch          # a host file for the live heap's samples (chip/heapwatch.py)
         self.heap = heap
         self.world = world or World()
         self.mac = mac or bytes.fromhex("240ac4") + os.urandom(3)
@@ -143,7 +144,7 @@ class Board:
         env = dict(os.environ, ROOST_FLASH=str(self.flash), ROOST_AIR="127.0.0.1:%d" % self.air.port,
                    ROOST_ALLOWANCE=str(SIM_ALLOWANCE), ROOST_ROMFS=str(rom) if rom_size else "",
                    ROOST_MAC=self.mac.hex(), ROOST_RESET_CAUSE=str(cause),
-                   ROOST_REPL="raw" if raw else "")
+                   ROOST_REPL="raw" if raw else "", ROOST_HEAPWATCH=str(self.heapwatch or ""))
         self.proc = subprocess.Popen(
             [self.binary, "-X", "heapsize=%d" % (heap_bytes(self.heap) + SIM_ALLOWANCE + rom_size + 1024),
              str(CHIP / "rom.py")],

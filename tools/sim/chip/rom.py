@@ -75,6 +75,9 @@ def _mount_rom():
     return len(_air.ROM)
 
 
+if os.getenv("ROOST_HEAPWATCH"):
+    import heapwatch
+    heapwatch.start(os.getenv("ROOST_HEAPWATCH"))
 _rom_size = _mount_rom()
 _mount()
 os.chdir("/")

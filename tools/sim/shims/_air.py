@@ -7,6 +7,7 @@ import socket
 
 _sock = None
 _seq = 0
+HOOK = None     # fn() run before every call: heapwatch.py samples the heap there
 
 
 def _line():
@@ -26,6 +27,8 @@ def call(op, **kw):
     the request and its reply) leaves a stale reply behind, which the next call skips.
     """
     global _seq
+    if HOOK:
+        HOOK()
     _seq += 1
     kw["op"] = op
     kw["seq"] = _seq
