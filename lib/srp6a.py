@@ -13,7 +13,7 @@ PAD(x) = x big-endian, left-padded to 384 bytes; every other integer is minimal 
 A is required to be exactly 384 bytes (so A == PAD(A), and "A as received" is unambiguous).
 
 Cost: three 3072-bit modexps per handshake (g^b, v^u, (A*v^u)^b), ~98% of the time on the
-unix port; the SHA-512 work is small next to them (tests/bench/bench_srp.py).
+unix port; the SHA-512 work is small next to them (tests/bench/crypto_chip.py).
 """
 import os
 
