@@ -101,6 +101,8 @@ class Online:
                 log.error("app", "%s: no TLS this time" % (
                     "no heap for the TLS context" if isinstance(e, MemoryError) else
                     "factory CA unusable (%r)" % (e,)))
+            context = None
+            unload("firmware.cloud.tls")
         ntp = endpoints.get("ntp")     # (a factory record older than the field has none)
         if ntp:
             # The clock first: readings are stamped with it; a failure costs at most the

@@ -10,15 +10,14 @@
 # by a successful bootstrap, so a broken server never costs the device what it had.
 import asyncio
 import json
+import sys
 import time
 
 from micropython import const
 
 import log
 from backoff import backoff
-from mqtt import MQTTClient, MQTTError
 from firmware.cloud.commands import Commands
-from firmware.cloud.onboard import Claim, report_mapping
 from firmware.unload import unload
 
 _KEEPALIVE_S = const(60)
@@ -61,6 +60,12 @@ def broker(rec, factory):
     return tls, host, port
 
 
+def _refused(e):
+    """The broker refused our credentials (CONNACK 4 or 5)."""
+    mqtt = sys.modules.get("mqtt")
+    return mqtt is not None and isinstance(e, mqtt.MQTTError) and e.code in (4, 5)
+
+
 class Cloud:
     def __init__(self, store, node_id, tls=None, telemetry=None):
         """tls: an SSLContext trusting the factory CA (firmware/cloud/tls.py), or None.
@@ -72,7 +77,7 @@ class Cloud:
         self.external_id = self.factory["external_id"] or node_id
         self.want_bootstrap = False
         self.client = None
-        self.claim = Claim(store, node_id)
+        self.claim = None               # a Claim while its code is being presented
         self.telemetry = telemetry
         self.commands = Commands(store, telemetry)
         self._request_topic = None      # bytes: channels/<control>/messages/req, once connected
@@ -113,7 +118,7 @@ class Cloud:
         try:
             client = await self._connect(rec)
         except Exception as e:
-            refused = isinstance(e, MQTTError) and e.code in (4, 5)
+            refused = _refused(e)
             self._failures += 1
             if refused:
                 log.error("cloud", "broker refused the credentials (%s): bootstrapping again" % log.why(e))
@@ -162,6 +167,9 @@ class Cloud:
         tls, host, port = broker(rec, self.factory)
         if tls and self.tls is None:
             raise CloudError("TLS broker but no CA in the factory config")
+        # The MQTT client is loaded here, not with this module: the first bootstrap (HTTP
+        # client, AES) is the heap's peak, and it does not need MQTT.
+        from mqtt import MQTTClient
         c = MQTTClient(self.node_id, host, port, user=rec["thing_id"], password=rec["thing_key"],
                        keepalive=_KEEPALIVE_S, ssl=self.tls if tls else None, server_hostname=host if tls else None,
                        timeout=_STEP_TIMEOUT_S, callback=self._on_message)
@@ -187,6 +195,7 @@ class Cloud:
 
     async def _session(self, client, rec):
         """Onboarding steps, then commands, until the link dies; returns why it died."""
+        from mqtt import MQTTError      # loaded by _connect
         self.client = client
         self._control = self._channel(rec, "control")
         self._request_topic = ("channels/%s/messages/req" % self._control).encode() if self._control else None
@@ -203,9 +212,7 @@ class Cloud:
                 except MQTTError as e:   # an inactive config: channels are closed to us
                     log.warning("cloud", "no control channel: %s" % e)
                     self._control = self._request_topic = None
-            await report_mapping(client, self.store, self.node_id)
-            if self.claim.pending():
-                await self.claim.present(client)
+            await self._onboard(client)
             data = self._channel(rec, "data")
             if self.telemetry is not None and data:
                 streamer = asyncio.create_task(self._stream(client, "channels/%s/messages" % data))
@@ -224,6 +231,20 @@ class Cloud:
             self.client = None
             await client.close()
 
+    async def _onboard(self, client):
+        """The user mapping and the claim code, once each; their code is loaded for this only
+        (a mapped, claimed device streams without it)."""
+        from firmware.cloud.onboard import Claim, report_mapping
+        try:
+            await report_mapping(client, self.store, self.node_id)
+            claim = Claim(self.store, self.node_id)
+            if claim.pending():
+                self.claim = claim
+                await claim.present(client)
+        finally:
+            self.claim = claim = Claim = report_mapping = None
+            unload("firmware.cloud.onboard")
+
     async def _stream(self, client, topic):
         from firmware.telemetry.mqtt_sink import stream
         box, sampler = self.telemetry
@@ -239,7 +260,7 @@ class Cloud:
 
     def _on_message(self, topic, msg, retained, dup):
         # Runs in the MQTT reader task: decide, queue, return.
-        if topic == self.claim.result_topic:
+        if self.claim is not None and topic == self.claim.result_topic:
             self.claim.on_message(msg)
         elif topic == self._request_topic:
             if len(self._inbox) < _INBOX:

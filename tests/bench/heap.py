@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tools.cloud.local import LocalCloud
+from tools.sim.board import heap_bytes
 
 from tests.sim import lifecycle
 
@@ -32,8 +33,13 @@ def smallest(cloud, workdir, image, sec, code, rows, live_high, n):
     # No heap below the live high can pass; the search starts there.
     heap, phases, runs = lifecycle.smallest_heap(cloud, workdir, image, sec, live_high // STEP * STEP,
                                                  AMPLE, STEP, first=n)
-    rows.append(("heap: smallest -X heapsize for the whole life, sec%d, code in %s (%d runs, %.0f s)"
-                 % (sec, code, len(runs), time.monotonic() - t0), "%d" % (heap // 1024), "K"))
+    failed = [r for r in runs if not r.passed]
+    below = ""
+    if failed:      # what gives out first just below it
+        r = max(failed, key=lambda r: heap_bytes(r.heap))
+        below = "; %s fails in %s" % (r.heap, lifecycle.NAMES[len(r.done)])
+    rows.append(("heap: smallest -X heapsize for the whole life, sec%d, code in %s (%d runs, %.0f s%s)"
+                 % (sec, code, len(runs), time.monotonic() - t0, below), "%d" % (heap // 1024), "K"))
     return len(runs)
 
 
