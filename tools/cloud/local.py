@@ -400,16 +400,25 @@ class LocalCloud:
     def command(self, node_id, command, timeout=10.0):
         """Send a control command and wait for the node's answer (the "vs" of its SenML
         response on .../res); TimeoutError if none comes."""
-        mark = len(self.messages("channels/+/messages/res"))
+        # Woken by each message and looking only at the new ones: polling the whole message log
+        # made every waiting command cost O(all messages) per poll, and 50 boards' commands at
+        # once starved the client thread that receives the answers (tests/bench/fleet.py).
+        with self._cond:
+            seen = len(self._messages)
         rid = self.send_command(node_id, command)
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for _, payload in self.messages("channels/+/messages/res")[mark:]:
-                rec = json.loads(payload)[0]
-                if rec.get("bn") == rid:
-                    return rec["vs"]
-            time.sleep(0.05)
-        raise TimeoutError("node %s did not answer %r" % (node_id, command))
+        with self._cond:
+            while True:
+                for topic, payload in self._messages[seen:]:
+                    if topic.endswith("/res") and mqtt.topic_matches_sub("channels/+/messages/res", topic):
+                        rec = json.loads(payload)[0]
+                        if rec.get("bn") == rid:
+                            return rec["vs"]
+                seen = len(self._messages)
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("node %s did not answer %r" % (node_id, command))
+                self._cond.wait(left)
 
     def messages(self, topic_filter="#"):
         """[(topic, payload bytes)] the cloud's client has seen, filter with MQTT wildcards."""
