@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tools import cli
+from tools.console import ConsoleError
 
 from tests.sim.terminal import PROMPT, command, type_
 
@@ -82,6 +83,20 @@ def test_the_python_repl_still_works_after_typing(powered, console_of):
     command(powered, "status", "registration:")
     c = console_of(powered)
     assert c.exec("print(6 * 7)").strip() == "42"
+
+
+def test_long_commands_go_in_raw_paste_mode_as_on_a_board(powered, console_of):
+    # mpremote sends code in raw-paste mode (flow-controlled windows) when the board offers it,
+    # and falls back to 256 bytes every 10 ms when it does not: this one spans many windows.
+    c = console_of(powered)
+    data = bytes(range(32, 127)) * 8
+    assert c.exec("d = %r\nprint(len(d), sum(d))" % data).split() == [str(len(data)), str(sum(data))]
+    assert c.t.use_raw_paste, "the board refused raw-paste mode"
+    with pytest.raises(ConsoleError, match="SyntaxError"):
+        c.exec("x = (1, 2")
+    with pytest.raises(ConsoleError, match="MemoryError"):
+        c.exec("#" * 100000)                            # more than this board's whole heap
+    assert c.exec("print(6 * 7)").strip() == "42"     # and it keeps serving
 
 
 def roost(capsys, *argv):

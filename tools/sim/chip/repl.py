@@ -10,6 +10,9 @@ import _air
 
 _BANNER = "MicroPython v1.29.0 on roost-sim; ESP32 module (simulated) with ESP32\r\nType \"help()\" for more information.\r\n"
 _RAW_BANNER = "raw REPL; CTRL-B to exit\r\n>"
+_PASTE_WINDOW = 256     # bytes the host may send ahead in raw-paste mode
+_NO_HEAP = "\x04MemoryError: no heap for the command\r\n\x04>"
+_PASTE_OK = "R\x01\x00\x01"   # raw paste supported, window _PASTE_WINDOW (16-bit little-endian)
 
 _in = sys.stdin.buffer
 _out = sys.stdout
@@ -50,6 +53,52 @@ def _exec(src, glb, single):
         _intr(False)
 
 
+def _run(src, glb):
+    # The raw REPL's answer to a command: its output, \x04, its error, \x04, and the prompt.
+    try:
+        _intr(True)
+        exec(compile(bytes(src), "<stdin>", "exec"), glb)
+        _intr(False)
+        _w("\x04")
+    except SystemExit:
+        raise
+    except BaseException as e:
+        _intr(False)
+        _w("\x04")
+        sys.print_exception(e, _out)
+    _w("\x04>")
+
+
+def _raw_paste(glb):
+    # The host may send _PASTE_WINDOW bytes ahead; each \x01 we send grants it as many more
+    # once we have taken them in. The host's \x04 ends the code: we acknowledge it, then run it.
+    # Nothing here may need the heap before the code is in: the firmware may have filled it.
+    _w(_PASTE_OK)
+    taken = 0
+    try:
+        src = bytearray()
+    except MemoryError:
+        src = None
+    while True:
+        c = _getc()
+        if c == 0x04:
+            break
+        if src is not None:
+            try:
+                src.append(c)
+            except MemoryError:
+                src = None      # too big for this heap: take the rest, then say so
+        taken += 1
+        if taken == _PASTE_WINDOW:
+            taken = 0
+            _w("\x01")
+    _w("\x04")
+    if src is None:
+        _w(_NO_HEAP)
+    else:
+        _run(src, glb)
+
+
 def raw_repl(glb):
     _w(_RAW_BANNER)
     buf = bytearray()
@@ -71,25 +120,15 @@ def raw_repl(glb):
             if not buf:
                 soft_reboot(True)
             _w("OK")
-            try:
-                _intr(True)
-                exec(compile(bytes(buf), "<stdin>", "exec"), glb)
-                _intr(False)
-                _w("\x04")
-            except SystemExit:
-                raise
-            except BaseException as e:
-                _intr(False)
-                _w("\x04")
-                sys.print_exception(e, _out)
-            _w("\x04>")
+            _run(buf, glb)
             buf = bytearray()
         elif c == 0x05 and not buf:
-            # Raw-paste request "\x05A\x01": say we understand but do not support it,
-            # so mpremote falls back to plain raw REPL on this connection.
-            _getc()
-            _getc()
-            _w("R\x00")
+            # Raw-paste request "\x05A\x01": as a real board, take the code with flow control
+            # instead of the plain raw REPL's "256 bytes every 10 ms" (mpremote's fallback).
+            if _getc() == 0x41 and _getc() == 0x01:
+                _raw_paste(glb)
+            else:
+                _w("R\x00")
         else:
             buf.append(c)
 
