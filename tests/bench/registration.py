@@ -17,7 +17,8 @@ from tests.sim.terminal import type_
 DERIVED = re.compile(rb"key derived: (\d+) PBKDF2 iterations in (\d+) ms")
 ONLINE = re.compile(rb"(\d+) INFO app: online")
 REGISTERED = re.compile(rb"(\d+) INFO registration: registered")
-CHECKED = re.compile(rb"write key accepted by ThingSpeak \(entry \d+\), heap free (\d+)")
+# Read to the line's end: the rest of the number may still be arriving.
+CHECKED = re.compile(rb"write key accepted by ThingSpeak \(entry \d+\), heap free (\d+)\r?\n")
 
 
 def run(rows, runs=5, heap="100K", iterations=(10000, 20000, 50000)):

@@ -35,9 +35,10 @@ from tests.sim.test_streaming import LISTENING, command
 
 BACKLOG = 10000
 TS_BACKLOG = 1440               # three bulk updates of 480
-CONNECTED = re.compile(rb"MQTT connected to \S+ \(TLS\) as \S+, heap free (\d+)")
-ACCEPTED = re.compile(rb"write key accepted by ThingSpeak[^\r\n]*heap free (\d+)")
-REGISTERED = re.compile(rb"registered: channel (\d+)")
+# A number at a pattern's end is read to the line's end: the rest of the line may still be arriving.
+CONNECTED = re.compile(rb"MQTT connected to \S+ \(TLS\) as \S+, heap free (\d+)\r?\n")
+ACCEPTED = re.compile(rb"write key accepted by ThingSpeak[^\r\n]*heap free (\d+)\r?\n")
+REGISTERED = re.compile(rb"registered: channel (\d+)\r?\n")
 
 # On the chip, firmware stopped, in a scratch outbox (/bench): ms per reading of Outbox.add() +
 # flush() for the sampler's flush policies; the heap one MQTT batch of 32 allocates while its
