@@ -54,6 +54,10 @@ class Sampler:
         return self._boot
 
     async def run(self):
+        # After a quick reset the clock runs on, and the last reading before it may be from this
+        # very second: one more at that time would clash where times are unique (ThingSpeak's
+        # created_at refuses it). A second's wait makes every reading of this boot later.
+        await asyncio.sleep_ms(1000)
         interval_ms = 60000
         while True:
             try:

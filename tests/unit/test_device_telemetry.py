@@ -49,6 +49,49 @@ print(json.dumps(list(senml.encode_into(small, "n", [], 0, 1))))
     assert empty == [0, 0]
 
 
+def test_no_reading_shares_a_second_with_the_last_one_before_a_quick_reset():
+    [got] = chip("""
+import asyncio
+import firmware
+
+class Board:
+    def temperature_c():
+        return 21.5
+
+firmware.board = Board          # the sensor, without the hardware facade
+
+class Store:
+    def get(self, name):
+        return {"enabled": True, "interval_s": 1}
+
+class Box:
+    stamps = []
+    def add(self, value, t, synced):
+        self.stamps.append(t)
+        return len(self.stamps)
+    def buffered(self):
+        return 0
+    def flush(self):
+        pass
+
+from firmware.telemetry.sampler import Sampler, clock
+last, synced = clock()          # the last reading stored before the reset: just now
+box = Box()
+
+async def boot():
+    task = asyncio.create_task(Sampler(Store(), box).run())
+    await asyncio.sleep_ms(2600)
+    task.cancel()
+
+asyncio.run(boot())
+print(json.dumps({"last": last, "synced": synced, "stamps": box.stamps}))
+""")
+    assert got["synced"], "the unix port's clock is network time"
+    assert len(got["stamps"]) >= 1
+    assert got["stamps"][0] > got["last"], "the first reading of this boot shares its second"
+    assert got["stamps"] == sorted(set(got["stamps"]))
+
+
 COMMANDS = """
 from firmware.store import Store
 from firmware.cloud.commands import Commands
