@@ -16,7 +16,7 @@
 # and after hours of streaming the heap may have no free block that big (seen on the 128K sim
 # board with a backlog: json.dumps of a batch failed with 19 KB free in pieces of 1.5 KB).
 # Each record is one bytes % format: no str to encode, no pieces to join (261 B of garbage a
-# record on the 64-bit sim, against 356 when it was a str encoded; tests/bench/crypto_chip.py).
+# record on the 64-bit sim, against 356 when it was a str encoded; tests/bench/telemetry.py).
 
 # Names and units per sensor index (outbox flags); SenML units from RFC 8428's registry.
 SENSORS = ((b"temperature", b"Cel"),)
@@ -30,12 +30,11 @@ def encode_into(buf, node_id, readings, uptime_now, first_seq_this_boot):
     for seq, t, synced, sensor, value in readings:
         name, unit = SENSORS[sensor] if sensor < len(SENSORS) else (b"sensor%d" % sensor, b"")
         key = b"t"
-        if synced:
-            pass
-        elif seq >= first_seq_this_boot:
-            t = -max(uptime_now - t, 0)
-        else:
-            key = b"uptime"
+        if not synced:
+            if seq >= first_seq_this_boot:
+                t = -max(uptime_now - t, 0)
+            else:
+                key = b"uptime"
         rec = _RECORD % (b"," if n else b"[", b"" if n else b'"bn":"%s:",' % node_id.encode(),
                          name, unit, round(value, 3), key, t, seq)
         if n + len(rec) + 1 > len(buf):     # and room for the closing "]"

@@ -31,7 +31,7 @@ def profile(cloud, workdir, image, sec, code, rows, n):
 def smallest(cloud, workdir, image, sec, code, rows, live_high, n):
     t0 = time.monotonic()
     # No heap below the live high can pass; the search starts there.
-    heap, phases, runs = lifecycle.smallest_heap(cloud, workdir, image, sec, live_high // STEP * STEP,
+    heap, runs = lifecycle.smallest_heap(cloud, workdir, image, sec, live_high // STEP * STEP,
                                                  AMPLE, STEP, first=n)
     failed = [r for r in runs if not r.passed]
     below = ""

@@ -9,11 +9,11 @@ import re
 from pathlib import Path
 
 from tools import deploy
-from tools.prov.client import Provisioner
 from tools.prov.factory import sec2_factory
-from tools.prov.transport import SimBleTransport
 from tools.sim.board import Board, heap_bytes
 from tools.sim.world import AccessPoint, World
+
+from tests.sim.phone import provision_ble
 
 POP = "abcd1234"
 WIFI = ("home", "right horse battery")
@@ -82,7 +82,8 @@ def live(cloud, workdir, image_template, heap, sec, n, watch=True):
         for name, line, timeout in PHASES:
             try:
                 if name == "provisioning":
-                    _provision(board, sec)
+                    provision_ble(board, POP if sec == 1 else None, *WIFI, user_id="owner",
+                                  secret="s3cret", password=POP if sec == 2 else None)
                 if name == "streaming":
                     ends.append(_stream(cloud, board, node, timeout))
                 else:
@@ -95,12 +96,6 @@ def live(cloud, workdir, image_template, heap, sec, n, watch=True):
         board.stop()
     life.peak = _peaks(samples, ends)
     return life
-
-
-def _provision(board, sec):
-    with SimBleTransport(board) as t:
-        phone = Provisioner(t, pop=POP) if sec == 1 else Provisioner(t, password=POP)
-        phone.provision(*WIFI, user_id="owner", secret="s3cret", on_progress=None, poll=0.05)
 
 
 def _stream(cloud, board, node, timeout):
@@ -131,7 +126,7 @@ def _peaks(samples, ends):
 
 def smallest_heap(cloud, workdir, image_template, sec, lo, hi, step=4096, first=0):
     """Bisect the smallest heap (a multiple of `step` in [lo, hi]) on which the whole life
-    passes; (that heap, {phase: the smallest heap tried on which it completed}, runs)."""
+    passes; (that heap, the runs: Lifes)."""
     lo, hi = heap_bytes(lo) // step, heap_bytes(hi) // step
     runs = []
     n = first
@@ -144,9 +139,5 @@ def smallest_heap(cloud, workdir, image_template, sec, lo, hi, step=4096, first=
             hi = mid
         else:
             lo = mid + 1
-    phase_heap = {}
-    for life in sorted(runs, key=lambda r: heap_bytes(r.heap)):
-        for name in life.done:
-            phase_heap.setdefault(name, heap_bytes(life.heap))
-    return hi * step, phase_heap, runs
+    return hi * step, runs
 

@@ -7,12 +7,13 @@ from tools.prov.client import Provisioner
 from tools.prov.transport import HttpTransport, SimBleTransport
 
 
-def provision_ble(board, pop, ssid, passphrase, **kw):
-    """Provision the board over simulated BLE once its window is open; the provisioning result."""
+def provision_ble(board, pop, ssid, passphrase, password=None, **kw):
+    """Provision the board over simulated BLE once its window is open; the provisioning result.
+    pop: security 1's proof of possession; password: security 2's."""
     board.wait_for(b"provisioning open for", timeout=15)
     with SimBleTransport(board) as t:
-        return Provisioner(t, pop=pop).provision(ssid, passphrase, on_progress=lambda line: None,
-                                                 poll=0.1, **kw)
+        return Provisioner(t, pop=pop, password=password).provision(
+            ssid, passphrase, on_progress=lambda line: None, poll=0.1, **kw)
 
 
 def softap(board, timeout=10):

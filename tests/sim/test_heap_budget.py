@@ -2,16 +2,14 @@
 provisioning, bootstrap, TLS MQTT with the user mapping, streaming) on the budgeted heap, and the
 live heap it holds in each phase stays within that phase's budget. `make bench` finds the
 smallest heap and prints the same highs (tests/bench/heap.py)."""
-import json
-from pathlib import Path
-
 import pytest
 
 from tools.sim.board import heap_bytes
 
 from tests.sim import lifecycle
+from tests.unit.test_budgets import BUDGETS
 
-HEAP = json.loads((Path(__file__).resolve().parents[1] / "budgets.json").read_text())["heap"]
+HEAP = BUDGETS["heap"]
 
 
 @pytest.fixture(scope="module")

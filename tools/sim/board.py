@@ -453,7 +453,10 @@ def _quickack(conn):
     # 50 ms instead of a UART's few. Acknowledging at once (a flag Linux clears after each ACK)
     # gives the console a UART's pace.
     if hasattr(socket, "TCP_QUICKACK"):
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            pass        # the client just went: the next recv says so
 
 
 class _ConsoleServer:
@@ -485,7 +488,6 @@ class _ConsoleServer:
         while True:
             try:
                 data = conn.recv(4096)
-                _quickack(conn)
             except OSError:
                 data = b""
             if not data:
@@ -493,6 +495,7 @@ class _ConsoleServer:
                     if self.client is conn:
                         self.client = None
                 return
+            _quickack(conn)
             self.board.write_console(data)
 
     def send(self, data):
