@@ -31,7 +31,7 @@ from tests.sim import backlog
 from tests.sim.conftest import POP, PROV, WIFI
 from tests.sim.phone import provision_ble
 from tests.sim.terminal import type_
-from tests.sim.test_streaming import LISTENING, command
+from tests.sim.test_streaming import LISTENING, command, device_status, wait_all_acknowledged
 
 BACKLOG = 10000
 TS_BACKLOG = 1440               # three bulk updates of 480
@@ -197,7 +197,7 @@ def _mqtt(rows, fleet, cloud, runs, heap):
     drain, rate, busy, idle, at_connect, cpu = [], [], [], [], [], []
     for _ in range(runs):
         board = fleet.onboard(cloud, heap)
-        assert json.loads(command(cloud, board, "status"))["pending"] == 0
+        wait_all_acknowledged(cloud, board)
         cpu.append(json.loads(backlog.run_stopped(board, _CPU, restart=False).strip().splitlines()[-1]))
         info, mark = _outage_backlog(cloud, board, BACKLOG)
         s, r, h, c = _mqtt_drain(cloud, board, info, mark)
@@ -206,7 +206,7 @@ def _mqtt(rows, fleet, cloud, runs, heap):
         busy += h
         at_connect.append(c)
         time.sleep(0.5)
-        idle.append(json.loads(command(cloud, board, "status"))["heap_free"])
+        idle.append(device_status(cloud, board)["heap_free"])
         board.stop()
 
     def runs_of(xs, fmt):

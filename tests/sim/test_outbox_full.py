@@ -7,11 +7,10 @@ The board runs in the 128K heap of test_streaming.py. Draining thousands of read
 failed: every batch's SenML text needed a new ~2.5 KB block, and a full outbox left the heap in
 pieces smaller than that (firmware/telemetry/senml.py and outbox.py say what changed).
 """
-import json
 import re
 
 from tests.sim import backlog
-from tests.sim.test_streaming import LISTENING, command
+from tests.sim.test_streaming import LISTENING, device_status, wait_all_acknowledged
 
 CAPACITY = 96 * 128
 FULL = re.compile(rb"outbox full: dropped (\d+) oldest readings \((\d+) in all\)")
@@ -28,7 +27,7 @@ def test_outbox_full_drops_the_oldest_and_counts_them(onboard, cloud):
     cloud.wait_readings(board.node_id, 1, timeout=15)          # seq 1, taken when it came online
     # ... and acknowledged: a reading the cloud has but the device does not know it has would be
     # dropped and counted like the others, and the cloud's gap would be smaller than `dropped`.
-    assert json.loads(command(cloud, board, "status"))["pending"] == 0
+    wait_all_acknowledged(cloud, board)
     cloud.broker.stop()                                        # the cloud is unreachable
     mark = board.mark()
     info = backlog.fill(board, CAPACITY + 300)                 # firmware stopped, then restarted
@@ -43,7 +42,7 @@ def test_outbox_full_drops_the_oldest_and_counts_them(onboard, cloud):
     board.wait_for(b"cannot reach the broker", since=restarted, timeout=30)
     cloud.broker.start()
     board.wait_for(LISTENING, since=restarted, timeout=40)
-    status = json.loads(command(cloud, board, "status"))
+    status = device_status(cloud, board)
     drops = drops_logged(board, mark)
     dropped = drops[-1][1]
     assert status["dropped"] == dropped == sum(n for n, _ in drops)

@@ -32,8 +32,23 @@ def streaming(onboard, cloud):
     return make
 
 
+def device_status(cloud, board):
+    return json.loads(command(cloud, board, "status"))
+
+
+def wait_all_acknowledged(cloud, board, timeout=10):
+    """Until the device counts no reading pending. The cloud may hold a reading before the device
+    has handled its PUBACK: the MQTT reader wakes the sink's publish() and reads on, so a command
+    right behind the PUBACK can be answered first."""
+    end = time.monotonic() + timeout
+    while (status := device_status(cloud, board))["pending"]:
+        assert time.monotonic() < end, "still pending after %d s: %s" % (timeout, status)
+        time.sleep(0.1)
+    return status
+
+
 def device_last_seq(cloud, board):
-    return json.loads(command(cloud, board, "status"))["last_seq"]
+    return device_status(cloud, board)["last_seq"]
 
 
 def assert_exactly_once(cloud, board, upto):
@@ -104,7 +119,7 @@ def test_commands_round_trip(streaming, cloud):
     assert command(cloud, board, "stream on") == "ok"
     assert command(cloud, board, "interval 0") == "error: interval must be 1..86400 s"
     assert command(cloud, board, "self-destruct") == "error: unknown command self-destruct"
-    status = json.loads(command(cloud, board, "status"))
+    status = device_status(cloud, board)
     assert status["enabled"] is True and status["interval_s"] == 1 and status["dropped"] == 0
     # A malformed request gets an error answer; the device keeps serving.
     channel = [c for c in cloud.device(board.node_id)["channels"] if c["metadata"]["type"] == "control"][0]["id"]
