@@ -400,44 +400,34 @@ class LocalCloud:
     def command(self, node_id, command, timeout=10.0):
         """Send a control command and wait for the node's answer (the "vs" of its SenML
         response on .../res); TimeoutError if none comes."""
-        # Woken by each message and looking only at the new ones: polling the whole message log
-        # made every waiting command cost O(all messages) per poll, and 50 boards' commands at
-        # once starved the client thread that receives the answers (tests/bench/fleet.py).
         with self._cond:
             seen = len(self._messages)
         rid = self.send_command(node_id, command)
-        end = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for topic, payload in self._messages[seen:]:
-                    if topic.endswith("/res") and mqtt.topic_matches_sub("channels/+/messages/res", topic):
-                        rec = json.loads(payload)[0]
-                        if rec.get("bn") == rid:
-                            return rec["vs"]
-                seen = len(self._messages)
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("node %s did not answer %r" % (node_id, command))
-                self._cond.wait(left)
+        try:
+            _, payload = self.wait_message("channels/+/messages/res", timeout, since=seen,
+                                           match=lambda p: json.loads(p)[0].get("bn") == rid)
+        except TimeoutError:
+            raise TimeoutError("node %s did not answer %r" % (node_id, command)) from None
+        return json.loads(payload)[0]["vs"]
 
     def messages(self, topic_filter="#"):
         """[(topic, payload bytes)] the cloud's client has seen, filter with MQTT wildcards."""
         with self._cond:
             return [(t, p) for t, p in self._messages if mqtt.topic_matches_sub(topic_filter, t)]
 
-    def clear_messages(self):
-        with self._cond:
-            self._messages.clear()
-
-    def wait_message(self, topic_filter, timeout=10.0, match=None):
-        """The first message seen on topic_filter (for which match(payload) is true, if given);
-        raises TimeoutError."""
+    def wait_message(self, topic_filter, timeout=10.0, match=None, since=0):
+        """The first message seen on topic_filter (for which match(payload) is true, if given),
+        from the since-th message on (a count of messages seen earlier); raises TimeoutError.
+        Woken by each message, it looks only at the new ones: rescanning the whole log at every
+        wake made 50 boards' commands at once starve the thread that receives their answers
+        (tests/bench/fleet.py)."""
         end = time.monotonic() + timeout
         with self._cond:
             while True:
-                for t, p in self._messages:
+                for t, p in self._messages[since:]:
                     if mqtt.topic_matches_sub(topic_filter, t) and (match is None or match(p)):
                         return t, p
+                since = len(self._messages)
                 left = end - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("no message on %s within %.1f s" % (topic_filter, timeout))
