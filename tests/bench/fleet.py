@@ -50,10 +50,9 @@ from pathlib import Path
 from tools import deploy
 from tools.cloud.local import LocalCloud
 from tools.sim.board import Board
-from tools.sim.world import AccessPoint, World
 
 from tests.bench.hostmeter import CpuMark, HostMeter
-from tests.sim.conftest import POP, PROV, WIFI
+from tests.sim.conftest import POP, PROV, WIFI, home_world
 from tests.sim.phone import provision_ble
 from tests.sim.test_cloud import api, map_request
 from tests.sim.test_streaming import LISTENING
@@ -129,8 +128,7 @@ class Fleet:
         self.log = log or (lambda line: None)
         self.owner = cloud.add_user("fleet-owner@example.com", "pw")
         self.token = cloud.login("fleet-owner@example.com", "pw")
-        self.world = World(aps=[AccessPoint(*WIFI, rssi=-45)], connect_time=0.1, scan_time=0.05,
-                           services=cloud.world_services())
+        self.world = home_world(cloud)
         self.nodes = []
         self.powered_at = None
         self.window = None              # (start, end) of the measured streaming, epoch seconds

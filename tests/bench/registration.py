@@ -9,16 +9,15 @@ from pathlib import Path
 from tools import deploy
 from tools.cloud.local import LocalCloud
 from tools.sim.board import Board
-from tools.sim.world import AccessPoint, World
 
+from tests.sim.conftest import POP, WIFI, home_world
 from tests.sim.phone import provision_ble
 from tests.sim.terminal import type_
+from tests.sim.test_registration import KEY_ACCEPTED
 
 DERIVED = re.compile(rb"key derived: (\d+) PBKDF2 iterations in (\d+) ms")
 ONLINE = re.compile(rb"(\d+) INFO app: online")
 REGISTERED = re.compile(rb"(\d+) INFO registration: registered")
-# Read to the line's end: the rest of the number may still be arriving.
-CHECKED = re.compile(rb"write key accepted by ThingSpeak \(entry \d+\), heap free (\d+)\r?\n")
 
 
 def run(rows, runs=5, heap="100K", iterations=(10000, 20000, 50000)):
@@ -35,17 +34,15 @@ def run(rows, runs=5, heap="100K", iterations=(10000, 20000, 50000)):
                 for i in range(runs):
                     image = d / ("b%d-%d.img" % (n, i))
                     image.write_bytes(template.read_bytes())
-                    factory = dict(cloud.registration_factory(), pop="abcd1234", serial="bench%d-%d" % (n, i))
+                    factory = dict(cloud.registration_factory(), pop=POP, serial="bench%d-%d" % (n, i))
                     deploy.factory_to_image(image, factory, log=lambda line: None)
-                    world = World(aps=[AccessPoint("home", "right horse battery")], connect_time=0.1,
-                                  services=cloud.world_services())
-                    board = Board(image, world=world, heap=heap).start()
+                    board = Board(image, world=home_world(cloud), heap=heap).start()
                     try:
                         board.wait_for(b"provisioning open", timeout=15)
                         type_(board, "key\r", "registration key: ")
                         type_(board, key + "\r", "registration key stored")
-                        provision_ble(board, "abcd1234", "home", "right horse battery")
-                        free.append(int(board.wait_for(CHECKED, timeout=30).group(1)))
+                        provision_ble(board, POP, *WIFI)
+                        free.append(int(board.wait_for(KEY_ACCEPTED, timeout=30).group(1)))
                         kdf.append(int(board.wait_for(DERIVED, timeout=1).group(2)))
                         on = int(board.wait_for(ONLINE, timeout=1).group(1))
                         chip.append(int(board.wait_for(REGISTERED, timeout=1).group(1)) - on)

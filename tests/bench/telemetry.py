@@ -25,20 +25,18 @@ from pathlib import Path
 from tools import deploy
 from tools.cloud.local import LocalCloud
 from tools.sim.board import Board
-from tools.sim.world import AccessPoint, World
 
 from tests.sim import backlog
-from tests.sim.conftest import POP, PROV, WIFI
+from tests.sim.conftest import POP, PROV, WIFI, home_world
 from tests.sim.phone import provision_ble
 from tests.sim.terminal import type_
+from tests.sim.test_registration import KEY_ACCEPTED, REGISTERED
 from tests.sim.test_streaming import LISTENING, command, device_status, wait_all_acknowledged
 
 BACKLOG = 10000
 TS_BACKLOG = 1440               # three bulk updates of 480
 # A number at a pattern's end is read to the line's end: the rest of the line may still be arriving.
 CONNECTED = re.compile(rb"MQTT connected to \S+ \(TLS\) as \S+, heap free (\d+)\r?\n")
-ACCEPTED = re.compile(rb"write key accepted by ThingSpeak[^\r\n]*heap free (\d+)\r?\n")
-REGISTERED = re.compile(rb"registered: channel (\d+)\r?\n")
 
 # On the chip, firmware stopped, in a scratch outbox (/bench): ms per reading of Outbox.add() +
 # flush() for the sampler's flush policies; the heap one MQTT batch of 32 allocates while its
@@ -125,9 +123,7 @@ class _Fleet:
         image = self.d / ("b%d.img" % self.n)
         shutil.copyfile(self.template, image)
         deploy.factory_to_image(image, dict(PROV, **factory), log=lambda line: None)
-        world = World(aps=[AccessPoint(*WIFI, rssi=-45)], connect_time=0.1, scan_time=0.05,
-                      services=cloud.world_services())
-        b = Board(image, world=world, heap=heap, mac=mac)
+        b = Board(image, world=home_world(cloud), heap=heap, mac=mac)
         self.boards.append(b)
         return b.start()
 
@@ -257,7 +253,7 @@ def _thingspeak(rows, fleet, d, heap):
         board.wait_for(b"provisioning open for", since=mark, timeout=15)
         provision_ble(board, POP, *WIFI)
         channel = int(board.wait_for(REGISTERED, since=mark, timeout=30).group(1))
-        free = int(board.wait_for(ACCEPTED, since=mark, timeout=30).group(1))
+        free = int(board.wait_for(KEY_ACCEPTED, since=mark, timeout=30).group(1))
         t0 = time.monotonic()
         while sum(n for _, n in stored) < info["last"]:
             if time.monotonic() - t0 > 180:

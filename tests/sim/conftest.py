@@ -17,6 +17,13 @@ WIFI = ("home", "right horse battery")
 PROV = {"pop": POP, "prov": {"sec": 1, "transports": ["ble"], "timeout_s": 600}}
 
 
+def home_world(cloud):
+    """The room every test board is in: the home access point (WIFI), and the local cloud's
+    services on the network behind it."""
+    return World(aps=[AccessPoint(*WIFI, rssi=-45)], connect_time=0.1, scan_time=0.05,
+                 services=cloud.world_services())
+
+
 def write_image(image, files, staging):
     """Write `files` ({path on the board: str or bytes}) into a flash image, with the same
     LittleFS (chip/imagetool.py under the unix port) the chip mounts; the image is created
@@ -83,8 +90,7 @@ def onboard(new_board, cloud):
         mac = bytes.fromhex("24a1600000%02x" % n[0])
         node_id = mac.hex().upper()
         cloud.add_device(node_id, active=active)
-        world = World(aps=[AccessPoint(*WIFI, rssi=-45)], connect_time=0.1, scan_time=0.05,
-                      services=cloud.world_services())
+        world = home_world(cloud)
         factory = dict(PROV, **cloud.factory_for(node_id, secure=secure))
         if not add_device:
             cloud.remove_device(node_id)

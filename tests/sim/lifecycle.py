@@ -11,12 +11,10 @@ from pathlib import Path
 from tools import deploy
 from tools.prov.factory import sec2_factory
 from tools.sim.board import Board, heap_bytes
-from tools.sim.world import AccessPoint, World
 
+from tests.sim.conftest import POP, WIFI, home_world
 from tests.sim.phone import provision_ble
 
-POP = "abcd1234"
-WIFI = ("home", "right horse battery")
 SRP = sec2_factory(POP)
 READINGS = 6                         # streamed and stored by the cloud before the streaming phase ends
 # (phase, the console line that ends it, seconds it may take on a heap that fits)
@@ -73,9 +71,7 @@ def live(cloud, workdir, image_template, heap, sec, n, watch=True):
     deploy.factory_to_image(image, dict(cloud.factory_for(node), pop=POP if sec == 1 else "", prov=prov),
                             log=lambda line: None)
     samples = workdir / ("life%d.heap" % n)
-    world = World(aps=[AccessPoint(*WIFI, rssi=-45)], connect_time=0.1, scan_time=0.05,
-                  services=cloud.world_services())
-    board = Board(image, world=world, heap=heap, mac=mac, heapwatch=samples if watch else None).start()
+    board = Board(image, world=home_world(cloud), heap=heap, mac=mac, heapwatch=samples if watch else None).start()
     life = Life(heap, sec)
     ends = []
     try:

@@ -9,16 +9,16 @@ import time
 import pytest
 
 from tools.cloud.local import LocalCloud
-from tools.sim.world import AccessPoint, World
 
+from tests.sim.conftest import POP, WIFI, home_world
 from tests.sim.phone import provision_ble, stored
 from tools.console import Console
 from tests.sim.terminal import command, type_
 
-POP = "abcd1234"
-WIFI = ("home", "right horse battery")
 SERIAL = "74743827342"
 REGISTERED = re.compile(rb"registered: channel (\d+)\r\n")
+# The heap free the board logs once ThingSpeak took its write key, read to the line's end.
+KEY_ACCEPTED = re.compile(rb"write key accepted by ThingSpeak[^\r\n]*heap free (\d+)\r\n")
 
 
 @pytest.fixture
@@ -39,8 +39,7 @@ def homer(cloud):
 def thermometer(new_board, cloud):
     """A board out of the box whose factory config points at the cloud; not on Wi-Fi yet."""
     def make(heap="100K"):
-        world = World(aps=[AccessPoint(*WIFI, rssi=-45)], connect_time=0.1, scan_time=0.05,
-                      services=cloud.world_services())
+        world = home_world(cloud)
         factory = dict(cloud.registration_factory(), pop=POP, serial=SERIAL,
                        prov={"sec": 1, "transports": ["ble"], "timeout_s": 600})
         board = new_board(world=world, factory=factory, heap=heap)
