@@ -31,16 +31,13 @@ def chip_bench(path, rows):
 
 
 def main():
+    from tests.bench.table import print_table
     rows = []
     for name in HOST:
         importlib.import_module("tests.bench." + name).run(rows)
     for path in sorted(HERE.glob("bench_*.py")):
         chip_bench(path, rows)
-    width = max(len(r[0]) for r in rows)
-    print("%-*s %12s  %s" % (width, "benchmark", "value", "unit"))
-    print("-" * (width + 20))
-    for name, value, unit in rows:
-        print("%-*s %12s  %s" % (width, name, value, unit))
+    print_table(rows)
 
 
 main()

@@ -15,6 +15,8 @@ from tools.prov.transport import SimBleTransport
 from tools.sim.board import Board
 from tools.sim.world import AccessPoint, World
 
+from tests.bench.table import print_table
+
 CONNECTED = re.compile(rb"MQTT connected to \S+ \(TLS\) as \S+, heap free (\d+)\r\n")
 ONLINE = re.compile(rb"(\d+) INFO app: online")
 MAPPED = re.compile(rb"(\d+) INFO cloud: user mapping delivered")
@@ -80,5 +82,4 @@ def run(rows, runs=5, heaps=("128K",)):
 if __name__ == "__main__":
     out = []
     run(out)
-    for r in out:
-        print("%-70s %8s %s" % r)
+    print_table(out)

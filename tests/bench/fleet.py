@@ -52,6 +52,7 @@ from tools.cloud.local import LocalCloud
 from tools.sim.board import Board
 
 from tests.bench.hostmeter import CpuMark, HostMeter
+from tests.bench.table import print_table
 from tests.sim.conftest import POP, PROV, WIFI, home_world
 from tests.sim.phone import provision_ble
 from tests.sim.test_cloud import api, map_request
@@ -400,9 +401,7 @@ def main():
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as d:
         rows, _ = run_fleet(d, args.boards, args.window, args.phones, args.heap, log)
-    width = max(len(r[0]) for r in rows)
-    for name, value, unit in rows:
-        print("%-*s %10s  %s" % (width, name, value, unit))
+    print_table(rows)
     print("(run time %.0f s)" % (time.monotonic() - started))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from tools.cloud.local import LocalCloud
 from tools.sim.board import heap_bytes
 
+from tests.bench.table import print_table
 from tests.sim import lifecycle
 
 AMPLE = "192K"
@@ -32,7 +33,7 @@ def smallest(cloud, workdir, image, sec, code, rows, live_high, n):
     t0 = time.monotonic()
     # No heap below the live high can pass; the search starts there.
     heap, runs = lifecycle.smallest_heap(cloud, workdir, image, sec, live_high // STEP * STEP,
-                                                 AMPLE, STEP, first=n)
+                                         AMPLE, STEP, first=n)
     failed = [r for r in runs if not r.passed]
     below = ""
     if failed:      # what gives out first just below it
@@ -66,5 +67,4 @@ if __name__ == "__main__":
     a = ap.parse_args()
     out = []
     run(out, tuple(a.sec or (1, 2)), tuple(a.code or ("mpy", "romfs")))
-    for r in out:
-        print("%-80s %8s %s" % r)
+    print_table(out)

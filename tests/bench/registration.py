@@ -10,6 +10,7 @@ from tools import deploy
 from tools.cloud.local import LocalCloud
 from tools.sim.board import Board
 
+from tests.bench.table import print_table
 from tests.sim.conftest import POP, WIFI, home_world
 from tests.sim.phone import provision_ble
 from tests.sim.terminal import type_
@@ -60,5 +61,4 @@ def run(rows, runs=5, heap="100K", iterations=(10000, 20000, 50000)):
 if __name__ == "__main__":
     out = []
     run(out)
-    for r in out:
-        print("%-75s %8s %s" % r)
+    print_table(out)

@@ -14,6 +14,8 @@ from pathlib import Path
 from tools import deploy
 from tools.sim.board import micropython_binary
 
+from tests.bench.table import print_table
+
 WASM_PACKAGE = "@micropython/micropython-webassembly-pyscript@1.27.0"
 WASM_DIR = deploy.BUILD / "wasm"
 # Modules in sys.modules while streaming (firmware, lib and asyncio), and those that provisioning
@@ -95,9 +97,9 @@ def _heap(out):
     raise RuntimeError("no figure in: %s" % out[-500:])
 
 
-def measure(modules, pkg=None):
-    """(64-bit bytes, 32-bit bytes or None) of the heap `modules` take once imported."""
-    code = deploy.build(mpy=True)
+def measure(modules, code, pkg=None):
+    """(64-bit bytes, 32-bit bytes or None) of the heap `modules` take once imported from
+    `code` (the .mpy staging folder, deploy.build(mpy=True))."""
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         hw = d / "hw"
@@ -123,8 +125,9 @@ def measure(modules, pkg=None):
 
 def run(rows):
     pkg = _wasm_port()
+    code = deploy.build(mpy=True)
     for phase, modules in PHASES.items():
-        b64, b32 = measure(modules, pkg)
+        b64, b32 = measure(modules, code, pkg)
         rows.append(("heap: code resident while %s (%d modules), 64-bit unix port" % (phase, len(modules)),
                      "%d" % b64, "B"))
         if b32 is None:
@@ -138,5 +141,4 @@ def run(rows):
 if __name__ == "__main__":
     out = []
     run(out)
-    for r in out:
-        print("%-80s %8s %s" % r)
+    print_table(out)
