@@ -7,9 +7,32 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 SIMDIR  := .sim
 
-.PHONY: setup sim test bench clean mosquitto
+.PHONY: setup sim test bench clean mosquitto chip debs
 
-setup: $(STAMP) mosquitto
+setup: $(STAMP) mosquitto chip
+
+# The simulated chip: MicroPython built from source as a 32-bit ESP32 with NimBLE
+# (tools/sim/chip/build.py; source from $$MICROPY_SRC, ../shared/micropython or a clone of the
+# release tag; cached in ~/.cache/roost, so this is quick after the first build).
+chip: $(STAMP) debs
+	$(VPY) -m tools.sim.chip.build
+
+# What the chip's build needs from Debian: a C compiler for 32-bit x86 (gcc-multilib), make, patch.
+debs:
+	@missing=""; \
+	test -e /usr/lib32/libc.so -o -e /usr/lib/i386-linux-gnu/libc.so || missing="$$missing gcc-multilib"; \
+	command -v make >/dev/null || missing="$$missing make"; \
+	command -v patch >/dev/null || missing="$$missing patch"; \
+	command -v git >/dev/null || missing="$$missing git"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "make setup: installing$$missing from Debian's packages"; \
+	    (apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) \
+	      || { echo "make setup: apt-get could not install$$missing"; exit 1; }; \
+	  else \
+	    echo "make setup: the chip's build needs$$missing (Debian/Ubuntu: sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV) || { echo "make setup: need python3-venv (apt-get install python3-venv)"; exit 1; }

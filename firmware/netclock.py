@@ -8,13 +8,14 @@ import time
 import log
 
 
-def set_clock(t):
-    """Set the RTC to epoch seconds t; returns how far off it was. (The one use of machine
-    outside board.py: kept here so the board module, resident from boot, stays small.)"""
+def set_clock(t, us=0):
+    """Set the RTC to t seconds (and us microseconds) since the port's epoch; returns how many
+    seconds off it was. (The one use of machine outside board.py: kept here so the board
+    module, resident from boot, stays small.)"""
     import machine
     off = t - time.time()
-    tm = time.gmtime(int(t))
-    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], int(t % 1 * 1000000)))
+    tm = time.gmtime(t)
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], us))
     return off
 
 
@@ -22,9 +23,9 @@ async def sync(host):
     """True if the clock was set from host."""
     import sntp
     try:
-        t = await sntp.query(host)
+        t, us = await sntp.query(host)
     except Exception as e:      # no answer, a bad one, no DNS: the clock waits, nothing else
         log.warning("clock", "no network time from %s (%s)" % (host, log.why(e)))
         return False
-    log.info("clock", "set from %s (it was %+.1f s off)" % (host, set_clock(t)))
+    log.info("clock", "set from %s (it was %+d s off)" % (host, set_clock(t, us)))
     return True

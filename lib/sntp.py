@@ -1,7 +1,11 @@
 # SNTP client (RFC 4330) for asyncio: one request, one answer, a deadline. UDP has no
 # asyncio stream, so the socket is non-blocking and polled; the loop keeps running.
 #
-#   t = await query("pool.ntp.org")      # epoch seconds (float); raises OSError or SNTPError
+#   s, us = await query("pool.ntp.org")  # seconds since the port's epoch, and microseconds;
+#                                         # raises OSError or SNTPError
+#
+# Integers, not a float: the ESP32's floats are single precision, and a float of today's
+# epoch seconds is only good to 128 s.
 #
 # ntptime (frozen into ESP32 builds) blocks the whole loop for up to its timeout and takes
 # any answer; this one checks that the answer is a server's reply to this very request
@@ -12,7 +16,9 @@ import socket
 import struct
 import time
 
-_NTP_TO_UNIX = 2208988800      # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
+from epoch import UNIX_OFFSET
+
+_NTP_TO_EPOCH = 2208988800 + UNIX_OFFSET    # seconds from 1900-01-01 (NTP era 0) to the port's epoch
 _POLL_MS = 20
 
 
@@ -29,8 +35,9 @@ def request(nonce):
 
 
 def parse(data, nonce):
-    """Epoch seconds from a server's answer to the request carrying nonce; SNTPError if it
-    is not one (wrong size or mode, a kiss-o'-death, an unsynchronised server, not ours)."""
+    """(seconds since the port's epoch, microseconds) from a server's answer to the request
+    carrying nonce; SNTPError if it is not one (wrong size or mode, a kiss-o'-death, an
+    unsynchronised server, not ours)."""
     if len(data) < 48:
         raise SNTPError("short answer")
     if data[0] & 7 not in (4, 5):                   # server or broadcast
@@ -44,7 +51,7 @@ def parse(data, nonce):
     secs, frac = struct.unpack_from("!II", data, 40)
     if not secs:
         raise SNTPError("no transmit time")
-    return secs - _NTP_TO_UNIX + frac / 4294967296
+    return secs - _NTP_TO_EPOCH, (frac >> 12) * 1000000 >> 20      # frac / 2**32 s, in us
 
 
 async def query(host, port=123, timeout_ms=3000):

@@ -5,6 +5,8 @@ from pathlib import Path
 from tools.sim.board import micropython_binary
 
 ROOT = Path(__file__).resolve().parent.parent
+# The chip counts time from 2000-01-01, as an ESP32 does: Unix seconds less this.
+CHIP_EPOCH = 946684800
 
 
 def run_mpy(code, heap="100K", path=("lib", "firmware"), timeout=60, check=True):

@@ -33,9 +33,10 @@ def sources():
     return out
 
 
-def _tool(name):
-    beside = Path(sys.executable).with_name(name)
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
+def _mpy_cross():
+    """mpy-cross built from the same MicroPython source as the simulated chip (one version)."""
+    from tools.sim.chip import build as chip_build
+    return chip_build.mpy_cross()
 
 
 def build(mpy=False, out=None):
@@ -51,7 +52,7 @@ def build(mpy=False, out=None):
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         if rel.endswith(".mpy"):
-            r = subprocess.run([_tool("mpy-cross"), "-o", str(dst), "-s", rel[:-4] + ".py", str(src)],
+            r = subprocess.run([_mpy_cross(), "-o", str(dst), "-s", rel[:-4] + ".py", str(src)],
                                capture_output=True, text=True)
             if r.returncode:
                 raise DeployError("mpy-cross failed on %s: %s" % (src, r.stderr.strip()))

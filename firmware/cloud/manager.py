@@ -17,6 +17,7 @@ from micropython import const
 
 import log
 from backoff import backoff
+from epoch import UNIX_OFFSET
 from firmware.cloud.commands import Commands
 from firmware.unload import unload
 
@@ -282,7 +283,8 @@ class Cloud:
         rid = rid[:-1] if type(rid) is str and rid.endswith(":") else ""
         log.info("cloud", "command %s: %s" % (str(cmd)[:32], result[:60]))
         await client.publish("channels/%s/messages/res" % self._control,
-                             json.dumps([{"bn": rid, "n": str(name)[:32], "t": time.time(), "vs": result}]),
+                             json.dumps([{"bn": rid, "n": str(name)[:32], "t": time.time() + UNIX_OFFSET,
+                                          "vs": result}]),
                              qos=1)
         after = self.commands.after
         if after == "rebootstrap":

@@ -12,15 +12,17 @@ import time
 from micropython import const
 
 import log
+from epoch import UNIX_OFFSET
 from firmware import board
 
 _BATCH = const(16)
 _FLUSH_MS = const(10000)
-_SYNCED_AFTER = const(1704067200)   # 2024-01-01: a clock before that was never set
+_SYNCED_AFTER = 1704067200 - UNIX_OFFSET   # 2024-01-01: a clock before that was never set
 
 
 def clock():
-    """(seconds, synced): epoch seconds if the clock was set from the network."""
+    """(seconds, synced): seconds since the port's epoch (2000 on an ESP32), if the clock
+    was set from the network; an unset ESP32 clock starts at 2000-01-01 on every boot."""
     t = int(time.time())
     return t, t >= _SYNCED_AFTER
 

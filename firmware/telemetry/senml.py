@@ -19,18 +19,23 @@
 # record on the 64-bit sim, against 356 when it was a str encoded; tests/bench/telemetry.py).
 
 # Names and units per sensor index (outbox flags); SenML units from RFC 8428's registry.
+from epoch import UNIX_OFFSET
+
 SENSORS = ((b"temperature", b"Cel"),)
 _RECORD = b'%s{%s"n":"%s","u":"%s","v":%r,"%s":%d,"seq":%d}'
 
 
 def encode_into(buf, node_id, readings, uptime_now, first_seq_this_boot):
     """Write as many of readings [(seq, t, synced, sensor, value)] as fit into buf (a
-    bytearray) as a SenML array; returns (bytes written, seq of the last one written or 0)."""
+    bytearray) as a SenML array; returns (bytes written, seq of the last one written or 0).
+    t: seconds since the port's epoch if synced, else uptime seconds; SenML gets Unix time."""
     n = last = 0
     for seq, t, synced, sensor, value in readings:
         name, unit = SENSORS[sensor] if sensor < len(SENSORS) else (b"sensor%d" % sensor, b"")
         key = b"t"
-        if not synced:
+        if synced:
+            t += UNIX_OFFSET
+        else:
             if seq >= first_seq_this_boot:
                 t = -max(uptime_now - t, 0)
             else:

@@ -142,7 +142,9 @@ def _srp():
 def _senml():
     # Readings as the outbox yields them, (seq, t, synced, sensor, value), taken with network
     # time; tests/bench/crypto.py READINGS builds the same ones for CPython's json.dumps.
-    readings = [(1000 + n, 1764540000 + 60 * n, True, 0, 20 + n * 0.37) for n in range(_BATCH)]
+    # The outbox holds the device's own epoch (2000 on an ESP32); SenML carries Unix time.
+    from epoch import UNIX_OFFSET
+    readings = [(1000 + n, 1764540000 - UNIX_OFFSET + 60 * n, True, 0, 20 + n * 0.37) for n in range(_BATCH)]
     buf = bytearray(_BUFFER)
     size, last = senml.encode_into(buf, _NODE, readings, 0, 0)
     assert last == readings[-1][0], "the batch must fit the buffer"

@@ -64,12 +64,13 @@ def prepare_board(image, staging, scenario=SCENARIO, main=_MAIN):
 def board_chip(image, mode, start=0, heap="100K"):
     """Power on the simulated board's chip (tools/sim/chip/rom.py: mount the flash, boot.py,
     main.py) on `image`, running the scenario in `mode`; a power cut is a SIGKILL of it."""
-    from tools.sim.board import CHIP, SIM_ALLOWANCE, heap_bytes, micropython_binary
-    env = dict(os.environ, ROOST_FLASH=str(image), ROOST_SCENARIO="%s %d" % (mode, start),
-               ROOST_ALLOWANCE=str(SIM_ALLOWANCE), ROOST_AIR="127.0.0.1:9", ROOST_ROMFS="")
+    from tools.sim.board import chip_command, chip_env, heap_bytes, micropython_binary
+    env = chip_env(ROOST_FLASH=str(image), ROOST_SCENARIO="%s %d" % (mode, start),
+                   ROOST_AIR="127.0.0.1:9", ROOST_ROMFS="")
     return subprocess.Popen(
-        [micropython_binary(), "-X", "heapsize=%d" % (heap_bytes(heap) + SIM_ALLOWANCE), str(CHIP / "rom.py")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        chip_command(micropython_binary(), heap_bytes(heap)),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env)
 
 
 class Counters:

@@ -16,7 +16,8 @@ def chip(code, tmp_path=None):
 def test_senml_times_absolute_relative_and_unknown():
     [got] = chip("""
 from firmware.telemetry import senml
-readings = [(7, 1764540000, True, 0, 21.5), (8, 1000, False, 0, 21.25), (9, 1090, False, 0, 21.0),
+from epoch import UNIX_OFFSET       # the outbox keeps the device's epoch; SenML has Unix time
+readings = [(7, 1764540000 - UNIX_OFFSET, True, 0, 21.5), (8, 1000, False, 0, 21.25), (9, 1090, False, 0, 21.0),
             (3, 50, False, 0, 19.0), (10, 5, False, 4, 1.0)]
 buf = bytearray(3072)
 n, last = senml.encode_into(buf, "24A1600000AA", readings, 1100, 8)
@@ -34,7 +35,8 @@ def test_senml_into_a_fixed_buffer_takes_what_fits():
     # The payload buffer is allocated once: a batch never needs a new big block of heap.
     got = chip("""
 from firmware.telemetry import senml
-batch = [(100 + i, 1764540000 + i, True, 0, 21.5 + i / 8) for i in range(32)]
+from epoch import UNIX_OFFSET       # the outbox keeps the device's epoch; SenML has Unix time
+batch = [(100 + i, 1764540000 - UNIX_OFFSET + i, True, 0, 21.5 + i / 8) for i in range(32)]
 buf = bytearray(3072)
 n, last = senml.encode_into(buf, "24A1600000AA", batch, 0, 1)
 print(json.dumps([n, last]))

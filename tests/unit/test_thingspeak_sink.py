@@ -16,6 +16,7 @@ T0 = 1767225600          # 2026-01-01T00:00:00Z
 
 DEVICE = """
 import asyncio, json, time
+from epoch import UNIX_OFFSET       # the test's times are Unix; the device keeps its own epoch
 from firmware.store import Store
 from firmware.telemetry.outbox import Outbox
 from firmware.telemetry.thingspeak_sink import ThingSpeakSink
@@ -25,14 +26,14 @@ s.set_factory({"node_id": "n1", "endpoints": {"thingspeak": %(base)r}})
 s.set("registration", {"done": True, "channel": %(channel)r, "write_key": %(key)r})
 box = Outbox(s, ("thingspeak",), root=ROOT)
 for i, (t, synced) in enumerate(%(readings)r):
-    box.add(20 + i / 4, t, synced)
+    box.add(20 + i / 4, t - UNIX_OFFSET if synced else t, synced)
 box.flush()
 box.first_seq_this_boot = %(first_this_boot)d
 
 class Sampler:
     stored = asyncio.Event()
     def boot_time(self):
-        return %(boot)d
+        return %(boot)d - UNIX_OFFSET
 
 class Registrar:
     ready = asyncio.Event()

@@ -1,21 +1,20 @@
 # What a real ESP32 does before user code: mount the flash, then boot.py, then
-# main.py, then the REPL. Also installs the hardware shims as the built-in modules
-# machine, network, bluetooth, esp32 and socket (sys.modules wins over built-ins),
-# before the host filesystem disappears: afterwards "/" is the LittleFS image only,
-# so `os.listdir("/")` and mpremote see what a board would.
+# main.py, then the REPL. Frozen into the chip (tools/sim/chip/esp32/manifest.py) and run
+# as `micropython -m rom`. It installs the hardware shims as the built-in modules machine,
+# network, esp32 and socket (sys.modules wins over built-ins); `bluetooth` is the real
+# module, NimBLE over HCI to the board's virtual controller (tools/sim/radio.py).
+# Afterwards "/" is the LittleFS image only, so `os.listdir("/")` and mpremote see what a
+# board would.
 import gc
 import os
 import sys
 import vfs
 
-_here = sys.argv[0].rsplit("/", 1)[0]
-sys.path[:0] = [_here, _here + "/../shims"]
+import flash
+import _air
+import repl
 
-import flash  # noqa: E402
-import _air  # noqa: E402
-import repl  # noqa: E402
-
-for _name in ("machine", "network", "esp32", "socket", "bluetooth"):
+for _name in ("machine", "network", "esp32", "socket"):
     sys.modules[_name] = __import__("sim_" + _name)
 
 
@@ -83,19 +82,11 @@ _mount()
 os.chdir("/")
 sys.path[:] = ["", ".frozen", "/rom", "/rom/lib", "/lib"] if _rom_size else ["", ".frozen", "/lib"]
 raw = os.getenv("ROOST_REPL") == "raw"
-del _here, _name, _mount, _mount_rom
+del _name, _mount, _mount_rom, _rom_size
 gc.collect()
-# The supervisor started us with the board's heap plus ROOST_ALLOWANCE for the simulator's
-# own code (shims, REPL), which a real board does not carry. Pin whatever of the allowance
-# that code did not use, so the firmware finds the board's heap, no more.
-# The ROMFS image is flash on a real board: it lives in the allowance too.
-_spare = int(os.getenv("ROOST_ALLOWANCE") or 0) + _rom_size - gc.mem_alloc() - 64
-if _spare < 0:
-    print("[sim] warning: simulator code exceeds its heap allowance by %d bytes" % -_spare)
-_air.BALLAST = bytearray(max(_spare, 0))
-gc.collect()
-_air.BASELINE = gc.mem_alloc()  # firmware allocations = gc.mem_alloc() - this
-del _spare, _rom_size
+# What the simulator keeps alive from here on (the shims' objects, the REPL's state): heap a
+# board's C modules keep too. Heap watching counts the firmware's share above it.
+_air.BASELINE = gc.mem_alloc()
 _run_file("boot.py")
 if not raw:
     _run_file("main.py")
