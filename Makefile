@@ -5,11 +5,15 @@ PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+# Espressif's own provisioning client (esp-rainmaker-cli's esp_prov code), for the tests that run
+# it unchanged against a simulated board: installed apart from the venv without its CLI's
+# dependencies (cloud, camera...), which provisioning does not use; only what it imports.
+ESPPROV := $(VENV)/esp-prov/.installed
 SIMDIR  := .sim
 
 .PHONY: setup sim test bench clean mosquitto chip debs
 
-setup: $(STAMP) mosquitto chip
+setup: $(STAMP) mosquitto chip $(ESPPROV)
 
 # The simulated chip: MicroPython built from source as a 32-bit ESP32 with NimBLE
 # (tools/sim/chip/build.py; source from $$MICROPY_SRC, ../shared/micropython or a clone of the
@@ -39,6 +43,11 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
+
+$(ESPPROV): $(STAMP)
+	$(VPY) -m pip install -q --no-deps --target $(VENV)/esp-prov esp-rainmaker-cli==1.14.1 future==1.0.0
+	$(VPY) -m pip install -q --target $(VENV)/esp-prov requests==2.34.2
+	@touch $@
 
 # Mosquitto is the real MQTT broker the local cloud talks to.
 mosquitto:

@@ -100,36 +100,35 @@ def cmd_sim(args):
 
 
 def cmd_provision(args):
-    """The phone: provision a board over the simulated air, real BLE or its SoftAP."""
+    """The phone: provision a board over BLE (real, or a simulated board's air) or its SoftAP."""
     from tools.prov.client import Provisioner
-    from tools.prov.transport import BleakTransport, HttpTransport, SimBleTransport
+    from tools.prov.transport import BleakTransport, HttpTransport
     missing = [o for o in ("transport", "ssid", "passphrase") if getattr(args, o) is None]
     if missing:
         raise CliError("provision needs " + ", ".join("--" + o for o in missing))
-    central = None
-    if args.transport == "sim":
-        if not args.air:
-            raise CliError("--transport sim needs --air PORT (the \"air\" port `roost board` prints)")
-        from tools.sim.central import RemoteCentral
-        central = RemoteCentral(args.air)
     say = lambda line: print(line, flush=True)  # noqa: E731
-    try:
-        if central:
-            transport = SimBleTransport(central, name=args.name)
-        elif args.transport == "ble":
-            transport = BleakTransport(args.name)
-        else:
-            transport = HttpTransport(args.host, args.port)
-        with transport:
-            if transport.kind == "ble":
-                say("BLE: connected to %s (MTU %s)" % (transport.peer, transport.mtu))
-            p = Provisioner(transport, security=args.sec, pop=args.pop, username=args.username)
-            result = p.provision(args.ssid, args.passphrase, user_id=args.user_id, secret=args.secret,
-                                 claim=args.claim, on_progress=say, timeout=args.timeout)
-    finally:
-        if central:
-            central.close()
+    if args.transport == "ble":
+        transport = BleakTransport(args.name, air=_air_address(args.board))
+    else:
+        transport = HttpTransport(args.host, args.port)
+    with transport:
+        if transport.kind == "ble":
+            say("BLE: connected to %s (MTU %s)" % (transport.peer, transport.mtu))
+        p = Provisioner(transport, security=args.sec, pop=args.pop, username=args.username)
+        result = p.provision(args.ssid, args.passphrase, user_id=args.user_id, secret=args.secret,
+                             claim=args.claim, on_progress=say, timeout=args.timeout)
     say("node ID: %s" % (result.node_id or "not reported (give --user-id or --claim)"))
+
+
+def _air_address(board):
+    """--board sim://HOST:PORT or HOST:PORT (the "ble_air" `roost board` prints) -> "HOST:PORT"."""
+    if not board:
+        return None
+    addr = board.split("://", 1)[1] if "://" in board else board
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit():
+        raise CliError("--board wants sim://HOST:PORT, the \"ble_air\" that `roost board` prints")
+    return "%s:%s" % (host or "127.0.0.1", port)
 
 
 def cmd_provision_qr(args):
@@ -366,10 +365,12 @@ def parser():
     d.set_defaults(fn=cmd_deploy)
 
     v = sub.add_parser("provision", help="provision a board (the phone's side: BLE, simulated air or SoftAP)")
-    v.add_argument("--transport", choices=("sim", "ble", "softap"),
-                   help="sim: a `roost board` over its air port; ble: a real board; softap: HTTP")
-    v.add_argument("--air", type=int, help="(sim) the board's air port, as `roost board` prints it")
-    v.add_argument("--name", help="(sim, ble) advertised name, e.g. PROV_a1b2c3, or (ble) address; "
+    v.add_argument("--transport", choices=("ble", "softap"),
+                   help="ble: over Bluetooth LE (bleak); softap: HTTP to the board's access point")
+    v.add_argument("--board", metavar="sim://HOST:PORT",
+                   help="(ble) a simulated board: the \"ble_air\" `roost board` prints "
+                        "(or set ROOST_BLE_AIR); default: the computer's Bluetooth")
+    v.add_argument("--name", help="(ble) advertised name, e.g. PROV_a1b2c3, or address; "
                                   "default: the first PROV_ device")
     v.add_argument("--host", default="192.168.4.1", help="(softap) the board's address")
     v.add_argument("--port", type=int, default=80, help="(softap) HTTP port")

@@ -63,7 +63,7 @@ def run(directory, heap="160K", seconds=0, say=print, echo=None, map_user=None):
     from tools import deploy
     from tools.cloud.local import LocalCloud
     from tools.prov.client import Provisioner
-    from tools.prov.transport import SimBleTransport
+    from tools.prov.transport import BleakTransport
     from tools.sim.board import Board
     from tools.sim.world import AccessPoint, World
     d = Path(directory)
@@ -104,7 +104,7 @@ def run(directory, heap="160K", seconds=0, say=print, echo=None, map_user=None):
         board.wait_for(b"registration key stored", timeout=5)
         say("the phone scans for PROV_ devices and provisions the board (security 1)")
         secret = str(uuid.uuid4())
-        with SimBleTransport(board) as t:
+        with BleakTransport(board.ble_address, air=board.ble_air) as t:
             p = Provisioner(t, pop=POP, on_progress=lambda line: say("phone: " + line))
             p.establish_session()
             nets = ", ".join("%s (%d dBm)" % (e.ssid, e.rssi) for e in p.scan_wifi())

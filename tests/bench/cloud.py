@@ -11,9 +11,10 @@ from tools import deploy
 from tools.cloud.client import call
 from tools.cloud.local import LocalCloud
 from tools.prov.client import Provisioner
-from tools.prov.transport import SimBleTransport
 from tools.sim.board import Board
 from tools.sim.world import AccessPoint, World
+
+from tests.sim.phone import ble
 
 from tests.bench.table import print_table
 
@@ -51,7 +52,7 @@ def run(rows, runs=5, heaps=("128K",)):
                     try:
                         board.wait_for(b"provisioning open", timeout=15)
                         secret = "secret-%d" % i
-                        with SimBleTransport(board) as t:
+                        with ble(board) as t:
                             Provisioner(t, pop="abcd1234").provision(
                                 "home", "right horse battery", user_id=uid, secret=secret,
                                 on_progress=None, poll=0.05)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from tools import deploy
 from tools.prov.client import Provisioner
-from tools.prov.transport import SimBleTransport
 from tools.sim.board import Board
 from tools.sim.world import AccessPoint, World
+
+from tests.sim.phone import ble
 
 FACTORY = {"pop": "abcd1234"}
 LOW = re.compile(rb"lowest free heap (\d+)\r\n")
@@ -29,7 +30,7 @@ def run(rows, runs=5):
             try:
                 board.wait_for(b"provisioning open", timeout=15)
                 t0 = time.perf_counter()
-                with SimBleTransport(board) as t:
+                with ble(board) as t:
                     Provisioner(t, pop="abcd1234").provision("home", "right horse battery", user_id="u",
                                                              on_progress=None, poll=0.05)
                 times.append((time.perf_counter() - t0) * 1000)

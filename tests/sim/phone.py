@@ -1,17 +1,35 @@
-"""What the tests' phone does: provision over the simulated BLE air, find a board's SoftAP server,
-peek at its store."""
+"""What the tests' phone does: provision over BLE (bleak on the Bumble backend, in the board's
+room), find a board's SoftAP server, peek at its store."""
+import asyncio
 import time
 
 from tools.console import Console
 from tools.prov.client import Provisioner
-from tools.prov.transport import HttpTransport, SimBleTransport
+from tools.prov.transport import BleakTransport, HttpTransport
+
+
+def ble(board, timeout=10.0, scan_timeout=10.0):
+    """A BLE transport to this board (by its address: a room may hold many boards)."""
+    return BleakTransport(board.ble_address, air=board.ble_air, timeout=timeout, scan_timeout=scan_timeout)
+
+
+def advertisements(board, timeout=1.0):
+    """What a phone in the board's room hears for `timeout` s: {address: AdvertisementData}."""
+    from bleak import BleakScanner
+    from tools.ble.bleak_bumble import BumbleScanner
+
+    async def scan():
+        found = await BleakScanner.discover(timeout=timeout, return_adv=True, backend=BumbleScanner,
+                                            air=board.ble_air)
+        return {d.address: adv for d, adv in found.values()}
+    return asyncio.run(scan())
 
 
 def provision_ble(board, pop, ssid, passphrase, password=None, **kw):
     """Provision the board over simulated BLE once its window is open; the provisioning result.
     pop: security 1's proof of possession; password: security 2's."""
     board.wait_for(b"provisioning open for", timeout=15)
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         return Provisioner(t, pop=pop, password=password).provision(
             ssid, passphrase, on_progress=lambda line: None, poll=0.1, **kw)
 

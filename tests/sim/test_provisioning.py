@@ -9,10 +9,9 @@ import pytest
 
 from tools.prov.client import Provisioner, WifiFailed
 from tools.prov import ProvError
-from tools.prov.transport import SimBleTransport
 from tools.sim.world import AccessPoint, World
 
-from tests.sim.phone import softap, stored
+from tests.sim.phone import advertisements, ble, softap, stored
 
 POP = "abcd1234"
 
@@ -45,7 +44,7 @@ def fresh_board(new_board, home):
 @pytest.mark.parametrize("transport", ["ble", "softap"])
 def test_phone_provisions_a_new_board_and_gets_its_node_id(fresh_board, transport):
     board = fresh_board(factory(transport))
-    t = SimBleTransport(board) if transport == "ble" else softap(board)
+    t = ble(board) if transport == "ble" else softap(board)
     lines = []
     with t:
         p = Provisioner(t, pop=POP)
@@ -66,7 +65,7 @@ def test_phone_provisions_a_new_board_and_gets_its_node_id(fresh_board, transpor
 
 def test_wrong_passphrase_then_corrected_without_a_reboot(fresh_board):
     board = fresh_board()
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         p = Provisioner(t, pop=POP)
         with pytest.raises(WifiFailed) as failed:
             p.provision("home", "wrong horse", poll=0.2)
@@ -89,7 +88,7 @@ def test_unknown_network_is_reported_as_not_found(fresh_board):
 
 def test_scan_lists_networks_strongest_first(fresh_board):
     board = fresh_board()
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         p = Provisioner(t, pop=POP)
         p.establish_session()
         found = p.scan_wifi()
@@ -99,7 +98,7 @@ def test_scan_lists_networks_strongest_first(fresh_board):
 
 def test_wrong_pop_is_rejected_and_a_fresh_handshake_works(fresh_board):
     board = fresh_board()
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         with pytest.raises(ProvError, match="wrong PoP"):
             Provisioner(t, pop="not-the-pop").establish_session()
         p = Provisioner(t, pop=POP)     # same connection: a new handshake (R1)
@@ -121,7 +120,7 @@ def test_pop_guessing_is_limited(fresh_board):
 
 def test_credentials_survive_a_power_cut_right_after_apply(fresh_board):
     board = fresh_board()
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         p = Provisioner(t, pop=POP)
         p.establish_session()
         p.set_wifi("home", "right horse battery")
@@ -133,11 +132,11 @@ def test_credentials_survive_a_power_cut_right_after_apply(fresh_board):
 
 def test_security_0_only_when_the_factory_allows_it(fresh_board):
     board = fresh_board()
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         with pytest.raises(ProvError, match="security 1"):
             Provisioner(t, security=0).version()
     dev = fresh_board(factory("ble", sec=0))
-    with SimBleTransport(dev) as t:
+    with ble(dev) as t:
         p = Provisioner(t)
         assert "no_sec" in p.capabilities()
         assert p.provision("home", "right horse battery", poll=0.2).ip
@@ -177,11 +176,10 @@ def test_bad_frames_are_refused_and_the_board_keeps_serving(fresh_board):
     assert raw_http(board, "prov-config", b"\x08\x02")[0] is None               # before a handshake
     assert raw_http(board, "no-such-endpoint", b"x")[0] == 404
     assert raw_http(board, "prov-config", b"x" * 5000)[0] is None               # over 4096 bytes
-    with SimBleTransport(board) as t:
-        h = t.endpoints["prov-session"]
-        t.conn.write(h, b"\x08" * 40)                                          # garbage over BLE
+    with ble(board) as t:
+        t.write("prov-session", b"\x08" * 40)                                  # garbage over BLE
         with pytest.raises(Exception):
-            t.conn.read(h)
+            t.read("prov-session")
         p = Provisioner(t, pop=POP)
         p.establish_session()
         # A replayed request: security 1 has no MAC, so the device decrypts it with the next
@@ -189,11 +187,11 @@ def test_bad_frames_are_refused_and_the_board_keeps_serving(fresh_board):
         # session is dead for both sides: the next real request is refused.
         req = p.session.encrypt(b"\x52\x00")
         p.session.decrypt(t.send("prov-config", req))
-        t.conn.write(t.endpoints["prov-config"], req)
+        t.write("prov-config", req)
         with pytest.raises(ProvError):
             p.set_wifi("home", "right horse battery")
     # ... and the device still provisions.
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         assert Provisioner(t, pop=POP).provision("home", "right horse battery", poll=0.2).ip
     assert board.boots == 1
 
@@ -205,13 +203,13 @@ def test_firmware_in_a_romfs_partition_also_provisions(new_board, home, tmp_path
     deploy.to_image(image, romfs=True, factory=FACTORY, log=lambda line: None)
     board = new_board(world=home, image=image, heap="80K")
     board.wait_for(WAITING, timeout=15)
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         assert Provisioner(t, pop=POP).provision("home", "right horse battery", poll=0.2).ip
 
 
 def test_board_rejoins_the_strongest_known_network_at_boot(fresh_board, home):
     board = fresh_board(factory("ble"))
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         Provisioner(t, pop=POP).provision("home", "right horse battery", poll=0.2)
     board.wait_for(b"app: online")
     # The user moves the board: holding BOOT for 3 s reopens provisioning, networks kept.
@@ -221,7 +219,7 @@ def test_board_rejoins_the_strongest_known_network_at_boot(fresh_board, home):
     time.sleep(3.4)
     home.button_pressed = False
     board.wait_for(WAITING, since=mark)
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         Provisioner(t, pop=POP).provision("office", "open sesame 42", poll=0.2)
     board.wait_for(b"app: online", since=mark)
     # Both networks are known; after a power cut the stronger one wins ...
@@ -241,11 +239,12 @@ def test_provisioning_window_times_out_and_stops_advertising(fresh_board):
     f["prov"]["timeout_s"] = 2
     board = fresh_board(f)
     board.wait_for(b"provisioning window timed out", timeout=10)
-    assert board.ble.scan(timeout=0.5, name_prefix="PROV_") == []
+    assert board.ble_address not in advertisements(board, timeout=0.5)
 
 
 def test_roost_provision_cli_reaches_a_board_in_another_process(tmp_path, firmware_image, home):
-    """`roost board` in one process, `roost provision --transport sim --air PORT` in another."""
+    """`roost board` in one process, `roost provision --transport ble --board sim://HOST:PORT` in
+    another: a phone (bleak on the Bumble backend) joins the board's air over TCP."""
     import json
     import shutil
     import subprocess
@@ -260,15 +259,14 @@ def test_roost_provision_cli_reaches_a_board_in_another_process(tmp_path, firmwa
     board = subprocess.Popen([sys.executable, "-m", "tools", "board", "--flash", str(flash),
                               "--world", str(world), "--mac", "240ac4123456"], stdout=subprocess.PIPE, text=True)
     try:
-        air = json.loads(board.stdout.readline())["air"]
-        time.sleep(0.5)                                   # let it boot to advertising
-        r = subprocess.run([sys.executable, "-m", "tools", "provision", "--transport", "sim", "--air", str(air),
+        air = json.loads(board.stdout.readline())["ble_air"]
+        r = subprocess.run([sys.executable, "-m", "tools", "provision", "--transport", "ble", "--board", "sim://" + air,
                             "--pop", POP, "--ssid", "home", "--passphrase", "right horse battery",
                             "--user-id", "u-1"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "node ID: 240AC4123456" in r.stdout
         assert "Wi-Fi: connected" in r.stdout
-        bad = subprocess.run([sys.executable, "-m", "tools", "provision", "--transport", "sim", "--air", str(air),
+        bad = subprocess.run([sys.executable, "-m", "tools", "provision", "--transport", "ble", "--board", "sim://" + air,
                               "--pop", "wrong", "--ssid", "x", "--passphrase", "y"],
                              capture_output=True, text=True, timeout=60)
         assert bad.returncode == 1 and bad.stderr.count("\n") == 1    # one clear line

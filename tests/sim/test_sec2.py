@@ -9,10 +9,9 @@ import pytest
 from tools.prov import ProvError
 from tools.prov.client import Provisioner
 from tools.prov.factory import sec2_factory
-from tools.prov.transport import SimBleTransport
 from tools.sim.world import AccessPoint, World
 
-from tests.sim.phone import softap
+from tests.sim.phone import ble, softap
 
 PASSWORD = "abcd1234"
 SRP = sec2_factory(PASSWORD)          # a fresh salt per test run, as at manufacture
@@ -44,7 +43,7 @@ def fresh_board(new_board, home):
 
 
 def transport(board, kind):
-    return SimBleTransport(board) if kind == "ble" else softap(board)
+    return ble(board) if kind == "ble" else softap(board)
 
 
 @pytest.mark.parametrize("kind", ["ble", "softap"])
@@ -70,14 +69,14 @@ def test_phone_provisions_with_the_password(fresh_board, kind):
 
 def test_wrong_password_is_rejected_and_a_fresh_handshake_works(fresh_board):
     board = fresh_board("ble")
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         with pytest.raises(ProvError, match="wrong PoP"):
             Provisioner(t, password="abcd1235").establish_session()
         board.wait_for(b"wrong password", timeout=5)
         p = Provisioner(t, password=PASSWORD)     # same connection, a new handshake
         p.establish_session()
         assert p.set_user_mapping("u1", "k1") == board.mac.hex().upper()
-    with SimBleTransport(board) as t:             # and a new connection
+    with ble(board) as t:             # and a new connection
         assert Provisioner(t, password=PASSWORD).provision("home", "right horse battery", poll=0.2).ip
 
 
@@ -106,7 +105,7 @@ def test_a_replayed_request_is_refused(fresh_board):
     """sec_patch_ver 1: each message has its own nonce, so a captured request does not
     decrypt a second time (with patch 0 it would)."""
     board = fresh_board("ble")
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         p = Provisioner(t, password=PASSWORD)
         p.establish_session()
         request = p.session.encrypt(b"\x52\x00")
@@ -127,7 +126,7 @@ def test_roost_deploy_stores_only_the_srp_verifier(new_board, home, tmp_path):
     assert b"pass phrase 9" not in image.read_bytes()
     board = new_board(world=home, image=image, heap=HEAP)
     board.wait_for(b"provisioning open", timeout=15)
-    with SimBleTransport(board) as t:
+    with ble(board) as t:
         p = Provisioner(t, password="pass phrase 9")
         assert p.provision("home", "right horse battery", poll=0.2).ip
         assert p.security == 2

@@ -1,6 +1,7 @@
 """The host provisioning client (tools/prov): exact bytes of spec sections 5 and 8, the sec1/sec2
 known-answer vectors, the SoftAP cookie rules, the QR payload, and the whole app flow against a
-small in-test stand-in device over each transport (fake GATT central, remote central, HTTP).
+small in-test stand-in device over each transport (a Bumble GATT peripheral on a simulated air,
+reached through bleak; HTTP).
 
 The stand-in is not our firmware: it only answers as the spec says, so the client's side of the
 conversation can be checked before (and independently of) the device side."""
@@ -21,9 +22,8 @@ from tools.prov import ProvError, TransportError, proto
 from tools.prov.client import Provisioner, WifiFailed
 from tools.prov.qr import qr_payload
 from tools.prov.security import WRONG_POP, Sec0, Sec1, Sec2
-from tools.prov.transport import HttpTransport, SimBleTransport
-from tools.sim.ble import Advertisement, AttError, Characteristic, Descriptor, Service, normalize_uuid
-from tools.sim.central import RemoteCentral, serve_central
+from tools.prov.transport import BleakTransport, HttpTransport
+from tools.sim import radio
 
 H = bytes.fromhex
 
@@ -312,57 +312,77 @@ class FakeDevice:
         return proto.RespClaim(status=0 if ok else proto.Status.InvalidArgument, node_id=NODE_ID if ok else "")
 
 
-class FakeCentral:
-    """The stand-in device behind the central API of tools/sim/ble.py (what board.ble offers)."""
+class ProvPeripheral:
+    """The stand-in device behind a Bumble GATT server on a simulated air, laid out as Espressif's
+    protocomm_ble: one service, one READ|WRITE characteristic per endpoint named by a 0x2901
+    descriptor, the service UUID in the advertisement and the name in the scan response. A write
+    is handled at once and its response stored for the next read; a failed request answers the
+    write with ATT error 0x04, as NimBLE does for a refused access."""
 
     def __init__(self, device, name="PROV_A1B2C3", advertise_uuid=True, labels=ENDPOINTS):
-        self.device, self.name, self.advertise_uuid = device, name, advertise_uuid
-        self.labels = {}            # descriptor handle -> label
-        self.chars = {}             # value handle -> endpoint label
-        chars = []
-        for n, label in enumerate(labels):
-            decl = 10 + 3 * n
-            self.chars[decl + 1], self.labels[decl + 2] = label, label
-            chars.append(Characteristic(normalize_uuid("021a%04x-0382-4aea-bff4-6b3f1c5adfb4" % (0xFF4F + n)),
-                                        decl, decl + 1, 0x0A, (Descriptor(normalize_uuid(0x2901), decl + 2),)))
-        self.services = [Service(normalize_uuid(0x1800), 1, 5, ()), Service(SVC, 9, 9 + 3 * len(labels), tuple(chars))]
+        self.device, self.name, self.advertise_uuid, self.labels = device, name, advertise_uuid, labels
+        self.link = radio.AirLink()
+        self.phones = radio.serve_phones(self.link)
+        self.air = "127.0.0.1:%d" % self.phones.port
+        radio.call(self._start())
 
-    def scan(self, timeout=1.0, name_prefix=None):
-        return [Advertisement(addr="24:0A:C4:A1:B2:C5", addr_type=0, name=self.name, adv_data=b"",
-                              resp_data=b"", service_uuids=[SVC] if self.advertise_uuid else [],
-                              manufacturer_data={}, service_data={}, flags=6, connectable=True,
-                              interval_us=160000)]
+    async def _start(self):
+        from bumble import att, gatt, hci
+        from bumble.core import AdvertisingData, UUID
+        from bumble.device import Device
+        from bumble.transport import open_transport
+        self.transport = await open_transport("tcp-client:" + self.air)
+        dev = Device.with_hci(self.name, hci.Address.generate_static_address(),
+                              self.transport.source, self.transport.sink)
+        values = {}
 
-    def connect(self, timeout=None):
-        self.device.new_session()     # one protocomm session per BLE connection
-        return FakeConnection(self)
+        def characteristic(n, label):
+            def write(connection, value):
+                try:
+                    values[label] = self.device.handle(label, bytes(value))
+                except DeviceFailure:
+                    values[label] = b""
+                    raise att.ATT_Error(0x04)
+            P = gatt.Characteristic.Properties
+            return gatt.Characteristic(
+                "021a%04x-0382-4aea-bff4-6b3f1c5adfb4" % (0xFF4F + n), P.READ | P.WRITE,
+                gatt.Characteristic.READABLE | gatt.Characteristic.WRITEABLE,
+                gatt.CharacteristicValue(read=lambda connection: values.get(label, b""), write=write),
+                descriptors=[gatt.Descriptor(gatt.GATT_CHARACTERISTIC_USER_DESCRIPTION_DESCRIPTOR,
+                                             gatt.Descriptor.READABLE, label.encode())])
+        dev.add_service(gatt.Service(SVC, [characteristic(n, label) for n, label in enumerate(self.labels)]))
+        # One protocomm session per BLE connection.
+        dev.on("connection", lambda connection: (values.clear(), self.device.new_session()))
+        await dev.power_on()
+        adv = [(AdvertisingData.FLAGS, bytes([0x06]))]
+        if self.advertise_uuid:
+            adv.append((AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS, bytes(UUID(SVC))))
+        await dev.start_advertising(
+            own_address_type=hci.OwnAddressType.RANDOM, auto_restart=True,
+            advertising_data=bytes(AdvertisingData(adv)),
+            scan_response_data=bytes(AdvertisingData([(AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode())])),
+            advertising_interval_min=20, advertising_interval_max=20)
+        self.ble = dev
+
+    def transport_to(self):
+        return BleakTransport(air=self.air, scan_timeout=5)
+
+    def close(self):
+        radio.call(self.transport.close())
+        self.phones.close()
 
 
-class FakeConnection:
-    def __init__(self, central):
-        self.central, self.values, self.connected, self.mtu = central, {}, True, 23
+@pytest.fixture
+def peripheral():
+    made = []
 
-    def exchange_mtu(self, mtu=517, timeout=None):
-        self.mtu = min(mtu, 256)
-        return self.mtu
-
-    def discover(self):
-        return self.central.services
-
-    def read(self, handle, timeout=None):
-        if handle in self.central.labels:
-            return self.central.labels[handle].encode()
-        return self.values.get(handle, b"")
-
-    def write(self, handle, data, response=True, timeout=None):
-        assert response and len(data) <= 512
-        try:
-            self.values[handle] = self.central.device.handle(self.central.chars[handle], bytes(data))
-        except DeviceFailure:
-            raise AttError(0x04, handle)   # NimBLE's "Invalid PDU" for a failed handler
-
-    def disconnect(self, timeout=None):
-        self.connected = False
+    def make(device, **kw):
+        p = ProvPeripheral(device, **kw)
+        made.append(p)
+        return p
+    yield make
+    for p in made:
+        p.close()
 
 
 # -- the whole flow over each transport -----------------------------------------------------------
@@ -383,58 +403,61 @@ def run_flow(transport, device, **kw):
     return lines
 
 
-def test_provision_over_simulated_ble():
+def test_provision_over_ble(peripheral):
     device = FakeDevice()
-    with SimBleTransport(FakeCentral(device)) as t:
-        assert t.mtu == 256 and t.peer == "PROV_A1B2C3"
+    with peripheral(device).transport_to() as t:
+        assert t.mtu == 517 and t.peer == "PROV_A1B2C3"
         lines = run_flow(t, device)
+        # A request the device fails is an ATT error on the write: a dead session for the phone.
+        with pytest.raises(TransportError, match="BLE error during prov-session"):
+            t.send("prov-session", b("10 01 5a 27 08 02 b2 01 22 12 20") + bytes(32))
     assert lines == ["proto-ver: v1.1 sec1", "session established (security 1)",
                      "user mapping sent, node ID " + NODE_ID, "Wi-Fi: credentials sent for 'HomeNet'",
                      "Wi-Fi: connecting", "Wi-Fi: connected, IP 192.168.1.7"]
 
 
-def test_provision_sec0_and_claim():
+def test_provision_sec0_and_claim(peripheral):
     device = FakeDevice(sec=0, pop=None, proto_ver={"prov": {"ver": "v1.1", "cap": ["no_sec", "wifi_scan"]}})
-    with SimBleTransport(FakeCentral(device)) as t:
+    with peripheral(device).transport_to() as t:
         lines = run_flow(t, device, pop=None, claim="CLAIM-OK")
     assert lines[0] == "proto-ver: v1.1 sec0"
     assert ("roost-claim", b("0a 08") + b"CLAIM-OK") in device.log
 
 
-def test_bad_claim_code_is_refused():
+def test_bad_claim_code_is_refused(peripheral):
     device = FakeDevice()
-    with SimBleTransport(FakeCentral(device)) as t:
+    with peripheral(device).transport_to() as t:
         p = Provisioner(t, pop="abcd1234")
         p.establish_session()
         with pytest.raises(ProvError, match="refused the claim code: InvalidArgument"):
             p.send_claim_code("nope")
 
 
-def test_wrong_pop_is_reported_as_such():
-    with SimBleTransport(FakeCentral(FakeDevice())) as t:
+def test_wrong_pop_is_reported_as_such(peripheral):
+    with peripheral(FakeDevice()).transport_to() as t:
         with pytest.raises(ProvError, match=WRONG_POP):
             Provisioner(t, pop="wrong").establish_session()
 
 
-def test_ble_discovery_rules():
+def test_ble_discovery_rules(peripheral):
     with pytest.raises(ProvError, match="advertises no service UUID"):
-        SimBleTransport(FakeCentral(FakeDevice(), advertise_uuid=False))
+        peripheral(FakeDevice(), advertise_uuid=False).transport_to()
     # Android matches 0x2901 names exactly: upper-case names are not endpoints
     with pytest.raises(ProvError, match="lacks the endpoint"):
-        SimBleTransport(FakeCentral(FakeDevice(), labels=[e.upper() for e in ENDPOINTS]))
-    with SimBleTransport(FakeCentral(FakeDevice(), labels=ENDPOINTS[:5])) as t:
+        peripheral(FakeDevice(), labels=[e.upper() for e in ENDPOINTS]).transport_to()
+    with peripheral(FakeDevice(), labels=ENDPOINTS[:5]).transport_to() as t:
         p = Provisioner(t, pop="abcd1234")
         p.establish_session()
         with pytest.raises(ProvError, match="no 'cloud_user_assoc' endpoint"):
             p.set_user_mapping("u", "s")
-    with SimBleTransport(FakeCentral(FakeDevice())) as t:
+    with peripheral(FakeDevice()).transport_to() as t:
         with pytest.raises(ProvError, match="does not fit one GATT value"):
             t.send("prov-config", bytes(513))
 
 
-def test_wifi_failure_resets_the_device():
+def test_wifi_failure_resets_the_device(peripheral):
     device = FakeDevice()
-    with SimBleTransport(FakeCentral(device)) as t:
+    with peripheral(device).transport_to() as t:
         p = Provisioner(t, pop="abcd1234")
         with pytest.raises(WifiFailed, match="wrong passphrase") as e:
             p.provision("HomeNet", "nope", on_progress=None, poll=0.01)
@@ -447,9 +470,9 @@ def test_wifi_failure_resets_the_device():
         assert p.wait_connected(poll=0.01).reason == "not_found"
 
 
-def test_scan_pages_of_four_over_ble():
+def test_scan_pages_of_four_over_ble(peripheral):
     device = FakeDevice()
-    with SimBleTransport(FakeCentral(device)) as t:
+    with peripheral(device).transport_to() as t:
         p = Provisioner(t, pop="abcd1234")
         p.establish_session()
         nets = p.scan_wifi()
@@ -458,30 +481,6 @@ def test_scan_pages_of_four_over_ble():
     sent = [proto.WiFiScanPayload.FromString(d) for e, d in device.log]
     assert sent[0].cmd_scan_start == proto.CmdScanStart(blocking=True, period_ms=120)
     assert [(m.cmd_scan_result.start_index, m.cmd_scan_result.count) for m in sent[2:]] == [(0, 4), (4, 2)]
-
-
-def test_provision_through_a_remote_central():
-    """roost provision --transport sim --air PORT: the phone in another process than the board."""
-    device = FakeDevice()
-    board = SimpleNamespace(ble=FakeCentral(device))
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def air():
-        conn, _ = listener.accept()
-        rfile = conn.makefile("rb")
-        assert json.loads(rfile.readline()) == {"op": "attach", "channel": "central"}
-        serve_central(board, conn, rfile)
-    threading.Thread(target=air, daemon=True).start()
-    central = RemoteCentral(listener.getsockname()[1])
-    try:
-        with SimBleTransport(central) as t:
-            assert t.advertisement.service_uuids == [SVC] and t.mtu == 256
-            run_flow(t, device)
-            with pytest.raises(TransportError, match="ATT error 0x04"):
-                t.send("prov-session", b("10 01 5a 27 08 02 b2 01 22 12 20") + bytes(32))
-    finally:
-        central.close()
-        listener.close()
 
 
 # -- SoftAP HTTP ----------------------------------------------------------------------------------

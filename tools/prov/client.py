@@ -1,6 +1,6 @@
 """The provisioning app's steps, in the order and with the bytes Espressif's clients use.
 
-    with SimBleTransport(board) as t:
+    with BleakTransport(name, air=board.ble_air) as t:
         result = Provisioner(t, pop="abcd1234").provision("HomeNet", "pa55word", user_id="u1")
         result.node_id, result.ip
 

@@ -1,8 +1,7 @@
 """Transports: one request, one response, `send(endpoint, data) -> bytes`, whatever the link.
 
-    SimBleTransport   the simulated board's BLE air (tools/sim/ble.py central, or a RemoteCentral
-                      from tools/sim/central.py when the board runs in another process)
-    BleakTransport    a real board over BLE, through bleak
+    BleakTransport    a board over BLE, through bleak: a real one through the system's Bluetooth,
+                      a simulated one through the Bumble backend (tools/ble) on its room's air
     HttpTransport     a real or simulated board's SoftAP: POST /<endpoint> (spec section 3)
 
 The BLE transports do what the phone apps do (spec section 2): find the `PROV_` advertisement,
@@ -13,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import http.client
+import os
 import re
 import socket
 import threading
@@ -63,91 +63,27 @@ class _GattTransport(Transport):
                             % (service_uuid, ", ".join(missing), ", ".join(sorted(self.endpoints)) or "none"))
 
 
-class SimBleTransport(_GattTransport):
-    """Over the synchronous central API of tools/sim/ble.py: `board.ble`, or a RemoteCentral."""
-
-    def __init__(self, board_or_central, name_prefix="PROV_", name=None, timeout=10.0,
-                 scan_timeout=10.0, mtu=512):
-        from tools.sim import ble
-        self._ble = ble
-        self.timeout = timeout
-        self.conn = None
-        central = getattr(board_or_central, "ble", board_or_central)
-        with self._errors("scan"):
-            advs = central.scan(timeout=scan_timeout, name_prefix=name or name_prefix)
-        advs = [a for a in advs if name is None or a.name == name]
-        if not advs:
-            raise TransportError("no BLE device advertising %s within %.0f s"
-                                 % (name or name_prefix + "*", scan_timeout))
-        self.advertisement = adv = advs[0]
-        self.peer = adv.name or adv.addr
-        if not adv.service_uuids:
-            raise ProvError("%s advertises no service UUID; phones take the provisioning service "
-                            "from the advertisement (spec 2.1)" % adv.name)
-        service_uuid = adv.service_uuids[0]
-        with self._errors("connect"):
-            self.conn = central.connect(timeout=timeout)
-        try:
-            with self._errors("MTU exchange"):
-                self.mtu = self.conn.exchange_mtu(mtu)     # 512, as the Android library asks
-            with self._errors("service discovery"):
-                services = [s for s in self.conn.discover() if s.uuid == service_uuid]
-            if not services:
-                raise ProvError("%s advertises service %s but has no such GATT service"
-                                % (adv.name, service_uuid))
-            self.endpoints = {}
-            for ch in services[0].characteristics:
-                for d in ch.descriptors:
-                    if d.uuid == USER_DESCRIPTION:
-                        with self._errors("reading a 0x2901 descriptor"):
-                            label = self.conn.read(d.handle, timeout=timeout)
-                        self.endpoints[label.decode("utf-8", "replace")] = ch.value_handle
-            self._require(service_uuid)
-        except BaseException:
-            self.close()
-            raise
-
-    @contextlib.contextmanager
-    def _errors(self, what):
-        """The central's exceptions -> TransportError with words for a person."""
-        ble = self._ble
-        try:
-            yield
-        except ble.AttError as e:
-            raise TransportError("device refused %s (ATT error 0x%02x)" % (what, e.code)) from e
-        except ble.BleDisconnected as e:
-            raise TransportError("BLE link lost during %s: %s" % (what, e)) from e
-        except ble.BleTimeout as e:
-            raise TransportError("no answer during %s: %s" % (what, e)) from e
-        except ble.BleError as e:
-            raise TransportError("BLE error during %s: %s" % (what, e)) from e
-
-    def send(self, endpoint, data):
-        data = bytes(data)
-        handle = self._check(endpoint, data)
-        with self._errors(endpoint):
-            self.conn.write(handle, data, response=True, timeout=self.timeout)
-            return bytes(self.conn.read(handle, timeout=self.timeout))
-
-    def close(self):
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            try:
-                conn.disconnect(timeout=2.0)
-            except self._ble.BleError:
-                pass
-
-
 class BleakTransport(_GattTransport):
-    """A real board over BLE with bleak.
+    """A board over BLE with bleak.
+
+    `air`: "host:port" of a simulated room's phone port (Board.ports()["ble_air"]), or
+    $ROOST_BLE_AIR: bleak then runs on the Bumble backend (tools/ble/bleak_bumble.py) as a
+    phone in that room; otherwise bleak uses the system's Bluetooth (BlueZ, CoreBluetooth...).
 
     bleak is asyncio-only and a BleakClient belongs to the event loop it connected on, so one
     private loop runs in a daemon thread for the transport's life and each synchronous call
     submits a coroutine to it (asyncio.run per call would lose the connection)."""
 
-    def __init__(self, name_or_address=None, name_prefix="PROV_", timeout=10.0, scan_timeout=10.0):
+    def __init__(self, name_or_address=None, name_prefix="PROV_", timeout=10.0, scan_timeout=10.0,
+                 air=None):
         self.timeout = timeout
         self._client = None
+        self._backends = {}
+        air = air or os.environ.get("ROOST_BLE_AIR")
+        if air:
+            from tools.ble import bleak_bumble
+            self._backends = {"scanner": dict(backend=bleak_bumble.BumbleScanner, air=air),
+                              "client": dict(backend=bleak_bumble.BumbleClient, air=air)}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="bleak")
         self._thread.start()
@@ -186,7 +122,8 @@ class BleakTransport(_GattTransport):
                 seen["adv"] = adv
             return ok
 
-        device = await BleakScanner.find_device_by_filter(match, timeout=scan_timeout)
+        device = await BleakScanner.find_device_by_filter(match, timeout=scan_timeout,
+                                                          **self._backends.get("scanner", {}))
         if device is None:
             raise TransportError("no BLE device %s found within %.0f s"
                                  % (target or "advertising " + prefix + "*", scan_timeout))
@@ -198,7 +135,7 @@ class BleakTransport(_GattTransport):
         service_uuid = adv.service_uuids[0]
         # BlueZ, CoreBluetooth and WinRT negotiate the MTU themselves, and turn a write longer
         # than MTU-3 into a long (prepare/execute) write and a long value into read-blobs.
-        self._client = BleakClient(device, timeout=self.timeout)
+        self._client = BleakClient(device, timeout=self.timeout, **self._backends.get("client", {}))
         await self._client.connect()
         service = self._client.services.get_service(service_uuid)
         if service is None:
@@ -221,6 +158,15 @@ class BleakTransport(_GattTransport):
         data = bytes(data)
         ch = self._check(endpoint, data)
         return self._run(self._exchange(ch, data), self.timeout, endpoint)
+
+    # The two halves of send(), unchecked: for tests that play a broken or hostile phone.
+    def write(self, endpoint, data):
+        ch = self.endpoints[endpoint]
+        self._run(self._client.write_gatt_char(ch, bytes(data), response=True), self.timeout, endpoint)
+
+    def read(self, endpoint):
+        ch = self.endpoints[endpoint]
+        return bytes(self._run(self._client.read_gatt_char(ch), self.timeout, endpoint))
 
     def close(self):
         client, self._client = self._client, None

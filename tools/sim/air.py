@@ -1,8 +1,7 @@
 """The air between the simulated chip and the world: a local TCP server speaking JSON lines.
 
 The chip's shims (tools/sim/shims) send one request per line and wait for one reply line.
-A connection that starts with {"op": "attach", "channel": ...} is handed to that channel's
-owner (the BLE radio), which then pushes its own requests to the chip over it.
+(Bluetooth does not go this way: the chip's NimBLE speaks HCI to tools/sim/radio.py.)
 """
 import json
 import socket
@@ -29,9 +28,8 @@ def close_listener(sock):
 
 
 class AirServer:
-    def __init__(self, handler, attach):
+    def __init__(self, handler):
         self.handler = handler      # fn(msg: dict) -> reply dict
-        self.attach = attach        # fn(channel, sock, rfile)
         self.sock = listen_local()
         self.port = self.sock.getsockname()[1]
         self.closed = False
@@ -50,9 +48,6 @@ class AirServer:
         try:
             for line in rfile:
                 msg = json.loads(line)
-                if msg.get("op") == "attach":
-                    self.attach(msg["channel"], conn, rfile)
-                    return
                 try:
                     reply = dict(self.handler(msg))
                 except OSError as e:

@@ -22,32 +22,39 @@ import time
 from pathlib import Path
 
 from .air import AirServer, close_listener, listen_local
-from .ble import BleRadio
-from .central import serve_central
 from .proxy import Proxy
 from .world import Radio, World
 
 CHIP = Path(__file__).resolve().parent / "chip"
 FLASH_SIZE = 0x200000          # the vfs partition of a 4 MB ESP32
 DEFAULT_HEAP = "100K"
-# Heap on top of the board's for the simulator's own shims and REPL (pinned by rom.py).
-SIM_ALLOWANCE = 40 * 1024
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 
 
 def micropython_binary(explicit=None):
-    """The unix port to run as the chip: --micropython, $ROOST_MICROPYTHON, the venv's, or PATH."""
+    """The chip: --micropython, $ROOST_MICROPYTHON, else the ESP32 variant built from source
+    (tools/sim/chip/build.py; built on first use, cached). Another binary must be a build of
+    the same variant: the simulator's ROM and shims are frozen into it."""
     for cand in (explicit, os.environ.get("ROOST_MICROPYTHON")):
         if cand:
             return cand
-    beside = Path(sys.executable).with_name("micropython")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("micropython")
-    if not found:
-        raise FileNotFoundError("no MicroPython unix port found: run `make setup`, or pass "
-                                "--micropython / set ROOST_MICROPYTHON to one you built")
-    return found
+    from .chip import build
+    return build.chip_binary()
+
+
+def chip_command(binary, heap):
+    """argv that starts the chip's ROM (frozen, tools/sim/chip/rom.py) with a `heap`-byte GC heap."""
+    return [binary, "-X", "heapsize=%d" % heap, "-m", "rom"]
+
+
+def chip_env(**extra):
+    """The chip's environment: only frozen modules on its path (nothing from the host's cwd)."""
+    return dict(os.environ, MICROPYPATH=".frozen", **extra)
+
+
+def ble_mac(base_mac):
+    """The Bluetooth MAC of an ESP32 is its base MAC + 2 (IDF esp_read_mac, ESP_MAC_BT)."""
+    return (int.from_bytes(base_mac, "big") + 2).to_bytes(6, "big")
 
 
 def heap_bytes(size):
@@ -87,13 +94,13 @@ class Board:
         self.proxies = {}
         self.softap_port = None
         self.on_ports = None                # fn(dict) when a port appears (SoftAP HTTP)
-        self.ble = BleRadio(self)
+        self.chip_radio = None              # the chip's Bluetooth controller on the world's air
         self.halted = False
         self.uart_intr = True               # Ctrl-C interrupts (code runs) or is a character (REPL reads)
         self._intr_pending = None           # the chip process a Ctrl-C waits to interrupt
         self._wdt = None
         self.nvs_path = self.flash.with_name(self.flash.name + ".nvs.json")
-        self.air = AirServer(self._air_request, self._air_attach)
+        self.air = AirServer(self._air_request)
         self.console = _ConsoleServer(self, console_port)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -108,6 +115,7 @@ class Board:
             self._kill()
         self.air.close()
         self.console.close()
+        self._radio_off()
         for p in self.proxies.values():
             p.close()
 
@@ -132,8 +140,13 @@ class Board:
             p.wait()
         self._link_down()
         self.radio = Radio(self.world, self.mac, on_link_down=self._link_down)
-        self.ble.reset()                    # BLE links drop with the chip
+        self._radio_off()                   # BLE links drop with the chip
         self._wdt = None
+
+    def _radio_off(self):
+        r, self.chip_radio = self.chip_radio, None
+        if r is not None:
+            r.close()
 
     def _spawn(self, cause, raw=False):
         self.reset_cause = cause
@@ -141,13 +154,16 @@ class Board:
         self.uart_intr = True
         rom = Path(str(self.flash) + ".romfs")     # the ROMFS partition, if deployed (tools/deploy.py)
         rom_size = rom.stat().st_size if rom.exists() else 0
-        env = dict(os.environ, ROOST_FLASH=str(self.flash), ROOST_AIR="127.0.0.1:%d" % self.air.port,
-                   ROOST_ALLOWANCE=str(SIM_ALLOWANCE), ROOST_ROMFS=str(rom) if rom_size else "",
-                   ROOST_MAC=self.mac.hex(), ROOST_RESET_CAUSE=str(cause),
-                   ROOST_REPL="raw" if raw else "", ROOST_HEAPWATCH=str(self.heapwatch or ""))
+        from . import radio                         # Bumble: only for boards, not for tools that run the chip
+        self.chip_radio = radio.attach_chip(self.world.air(), ble_mac(self.mac))
+        env = chip_env(ROOST_FLASH=str(self.flash), ROOST_AIR="127.0.0.1:%d" % self.air.port,
+                       ROOST_ROMFS=str(rom) if rom_size else "", MICROPYBTUART=self.chip_radio.pty_path,
+                       ROOST_MAC=self.mac.hex(), ROOST_RESET_CAUSE=str(cause),
+                       ROOST_REPL="raw" if raw else "", ROOST_HEAPWATCH=str(self.heapwatch or ""))
+        # ROMFS is flash on a chip, but VfsRom reads it from a buffer here: that buffer's
+        # bytes are added to the heap, not taken from the board's.
         self.proc = subprocess.Popen(
-            [self.binary, "-X", "heapsize=%d" % (heap_bytes(self.heap) + SIM_ALLOWANCE + rom_size + 1024),
-             str(CHIP / "rom.py")],
+            chip_command(self.binary, heap_bytes(self.heap) + (rom_size + 64 if rom_size else 0)),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             bufsize=0, start_new_session=True)
         self.boots += 1
@@ -248,8 +264,20 @@ class Board:
         threading.Thread(target=fallback, daemon=True).start()
 
     def ports(self):
-        return {"console": self.console.port, "air": self.air.port, "softap_http": self.softap_port,
-                "flash": str(self.flash), "mac": self.mac.hex()}
+        """What another process needs to reach this board: its UART, its SoftAP server, and
+        the air a phone joins (ROOST_BLE_AIR for the bleak backend, tools/ble)."""
+        return {"console": self.console.port, "ble_air": self.ble_air,
+                "softap_http": self.softap_port, "flash": str(self.flash), "mac": self.mac.hex()}
+
+    @property
+    def ble_address(self):
+        """The board's Bluetooth address as a phone sees it ("24:0A:C4:..."): base MAC + 2."""
+        return ":".join("%02X" % b for b in ble_mac(self.mac))
+
+    @property
+    def ble_air(self):
+        """"host:port" where a phone joins this board's room (tools/ble, ROOST_BLE_AIR)."""
+        return "127.0.0.1:%d" % self.world.phone_port()
 
     def led_on(self):
         return bool(self.led and self.led[-1][1])
@@ -259,20 +287,10 @@ class Board:
         for p in list(self.proxies.values()):
             p.cut()
 
-    def _air_attach(self, channel, sock, rfile):
-        if channel == "ble" and self.ble is not None:
-            self.ble.attach(sock, rfile)
-        elif channel == "central" and self.ble is not None:
-            serve_central(self, sock, rfile)   # a phone in another process (roost provision --air)
-        else:
-            sock.close()
-
     def _air_request(self, msg):
         op = msg["op"]
         fn = getattr(self, "_op_" + op.replace(".", "_"), None)
-        if op.startswith("ble.") and self.ble is not None:
-            reply = self.ble.handle(msg)
-        elif fn is None:
+        if fn is None:
             raise OSError(19, "no such device")  # ENODEV
         else:
             reply = fn(msg) or {}
@@ -299,7 +317,11 @@ class Board:
                 time.sleep(msg["ms"] / 1000)
             with self.lock:
                 if self.proc is None:
-                    self._spawn(cause, msg.get("raw", False))
+                    try:
+                        self._spawn(cause, msg.get("raw", False))
+                    except Exception as e:      # say so on the UART, where tests look
+                        self._emit(("\r\n[sim] the chip did not start again: %s\r\n" % e).encode())
+                        raise
         threading.Thread(target=later, daemon=True).start()
 
     def _op_uart(self, msg):

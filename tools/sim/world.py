@@ -47,6 +47,25 @@ class World:
         self.scan_time = scan_time
         # Real APs often report a wrong WPA2 password as reason 15 (4-way handshake timeout).
         self.wrong_password_reason = wrong_password_reason
+        self._air = None               # the room's Bluetooth air (tools/sim/radio.py), on first use
+        self._phones = None
+
+    def air(self):
+        """The room's Bluetooth LE air: every board's controller and every phone's share it."""
+        with self.lock:
+            if self._air is None:
+                from . import radio
+                self._air = radio.AirLink()
+            return self._air
+
+    def phone_port(self):
+        """A TCP port where each connection is a new phone on this room's air (HCI over TCP):
+        what the bleak backend (tools/ble) joins, from this process or another."""
+        with self.lock:
+            if self._phones is None:
+                from . import radio
+                self._phones = radio.serve_phones(self.air())
+            return self._phones.port
 
     @classmethod
     def load(cls, path):

@@ -8,7 +8,9 @@ import sys
 
 import _air
 
-_BANNER = "MicroPython v1.29.0 on roost-sim; ESP32 module (simulated) with ESP32\r\nType \"help()\" for more information.\r\n"
+# As ports/esp32 prints it (MICROPY_HW_BOARD_NAME, MICROPY_HW_MCU_NAME), with this build's version.
+_BANNER = ("MicroPython v%d.%d.%d on roost-sim; Generic ESP32 module (simulated) with ESP32\r\n"
+           "Type \"help()\" for more information.\r\n" % sys.implementation.version[:3])
 _RAW_BANNER = "raw REPL; CTRL-B to exit\r\n>"
 _PASTE_WINDOW = 256     # bytes the host may send ahead in raw-paste mode
 _NO_HEAP = "\x04MemoryError: no heap for the command\r\n\x04>"

@@ -7,6 +7,8 @@ import socket
 
 _sock = None
 _seq = 0
+_early = {}     # seq -> a reply read by a call other than its own (see call())
+_buf = bytearray()
 HOOK = None     # fn() run before every call: heapwatch.py samples the heap there
 
 
@@ -23,35 +25,39 @@ def _line():
 def call(op, **kw):
     """Ask the supervisor; returns the reply dict. Raises OSError(errno) if it says so.
 
-    Requests carry a sequence number: a call cut short by Ctrl-C (KeyboardInterrupt between
-    the request and its reply) leaves a stale reply behind, which the next call skips.
+    Requests carry a sequence number. A call can be entered again while it waits for its reply:
+    the BLE host and its IRQ handlers run as scheduled callbacks, which the port runs inside a
+    blocking read. The inner call may then read the outer call's reply, which it keeps in
+    _early for the outer one. A call cut short by Ctrl-C (KeyboardInterrupt between the request
+    and its reply) leaves a stale reply behind, which nobody claims.
     """
     global _seq
     if HOOK:
         HOOK()
     _seq += 1
+    seq = _seq
     kw["op"] = op
-    kw["seq"] = _seq
+    kw["seq"] = seq
     s = _line()
     s.write(json.dumps(kw).encode() + b"\n")
-    while True:
-        reply = s.readline()
-        if not reply:
+    while seq not in _early:
+        # Lines are cut from one shared buffer, so a nested call that runs inside this recv()
+        # takes its bytes in order and leaves the rest here.
+        data = s.recv(256)
+        if not data:
             raise OSError(5)  # EIO: the supervisor went away
-        reply = json.loads(reply)
-        if reply.get("seq") == _seq:
-            break
+        _buf.extend(data)
+        while True:
+            end = _buf.find(b"\n")
+            if end < 0:
+                break
+            reply = json.loads(_buf[:end])
+            _buf[:end + 1] = b""
+            if reply.get("seq", 0) > _seq - 8:   # not a stale one
+                _early[reply.get("seq")] = reply
+    reply = _early.pop(seq)
     if "intr" in reply:
         raise KeyboardInterrupt  # Ctrl-C on the UART (see Board.interrupt)
     if "errno" in reply:
         raise OSError(reply["errno"])
     return reply
-
-
-def connect_events(channel):
-    """A second socket on which the supervisor pushes requests to the chip (BLE central ops)."""
-    host, port = os.getenv("ROOST_AIR").rsplit(":", 1)
-    s = socket.socket()
-    s.connect(socket.getaddrinfo(host, int(port))[0][-1])
-    s.write(json.dumps({"op": "attach", "channel": channel}).encode() + b"\n")
-    return s
