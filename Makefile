@@ -65,7 +65,7 @@ sim: setup
 	$(VPY) -m tools sim --dir $(SIMDIR)
 
 test: setup
-	$(VPY) -m pytest
+	$(VPY) -m pytest -n auto
 
 bench: setup
 	$(VPY) -m tests.bench

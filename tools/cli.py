@@ -13,10 +13,17 @@ class CliError(Exception):
     pass
 
 
-def _wait_for_stop():
-    """Block until Ctrl-C or SIGTERM: how a long-running subcommand ends."""
+def _stop_on_sigterm():
+    """An event set by SIGTERM, installed before the subcommand announces itself: whoever read
+    the announcement may stop it at once."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    return stop
+
+
+def _wait_for_stop(stop=None):
+    """Block until Ctrl-C or SIGTERM: how a long-running subcommand ends."""
+    stop = stop or _stop_on_sigterm()
     try:
         stop.wait()
     except KeyboardInterrupt:
@@ -34,9 +41,10 @@ def cmd_board(args):
     def announce(extra):
         print(json.dumps(extra), flush=True)
     board.on_ports = announce
+    stop = _stop_on_sigterm()
     board.start()
     announce(board.ports())
-    _wait_for_stop()
+    _wait_for_stop(stop)
     board.stop()
 
 
