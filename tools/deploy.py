@@ -7,7 +7,9 @@ romfs=True, firmware/ and lib/ go into a ROMFS image instead (the `romfs` partit
 MicroPython's partitions-4MiB-romfs.csv, mounted at /rom): the code then runs from flash
 and leaves ~35% more heap, which is what TLS and BLE need on an ESP32 without PSRAM.
 """
+import fcntl
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -40,27 +42,38 @@ def _mpy_cross():
 
 
 def build(mpy=False, out=None):
-    """Fill a staging folder with the device files; returns it. Recompiles only what changed."""
+    """Fill a staging folder with the device files; returns it. Recompiles only what changed
+    (and everything when the compiler changed). Safe to call from parallel processes (test
+    workers): one builds while the others wait, and each file appears whole."""
     out = Path(out or BUILD / ("mpy" if mpy else "py"))
-    wanted = set()
-    for rel, src in sources():
-        if mpy and not rel in ROOT_FILES:
-            rel = rel[:-3] + ".mpy"
-        dst = out / rel
-        wanted.add(dst)
-        if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if rel.endswith(".mpy"):
-            r = subprocess.run([_mpy_cross(), "-o", str(dst), "-s", rel[:-4] + ".py", str(src)],
-                               capture_output=True, text=True)
-            if r.returncode:
-                raise DeployError("mpy-cross failed on %s: %s" % (src, r.stderr.strip()))
-        else:
-            shutil.copyfile(src, dst)
-    for p in list(out.rglob("*")):
-        if p.is_file() and p not in wanted:
-            p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / (".%s.lock" % out.name), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        compiler = _mpy_cross() if mpy else ""
+        stamp = out.parent / (".%s.compiler" % out.name)      # beside: nothing extra reaches the board
+        fresh = stamp.exists() and stamp.read_text() == compiler
+        wanted = set()
+        for rel, src in sources():
+            if mpy and not rel in ROOT_FILES:
+                rel = rel[:-3] + ".mpy"
+            dst = out / rel
+            wanted.add(dst)
+            if fresh and dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".tmp")
+            if rel.endswith(".mpy"):
+                r = subprocess.run([compiler, "-o", str(tmp), "-s", rel[:-4] + ".py", str(src)],
+                                   capture_output=True, text=True)
+                if r.returncode:
+                    raise DeployError("mpy-cross failed on %s: %s" % (src, r.stderr.strip()))
+            else:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        stamp.write_text(compiler)
+        for p in list(out.rglob("*")):
+            if p.is_file() and p not in wanted:
+                p.unlink()
     return out
 
 
