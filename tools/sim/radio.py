@@ -121,6 +121,20 @@ class AirLink(bumble_link.LocalLink):
             return
         asyncio.get_running_loop().call_soon(receiver.on_ll_control_pdu, sender_address, packet)
 
+    def send_advertising_pdu(self, sender_controller, packet):
+        # Only a scanning or initiating controller listens to advertisements; the others would
+        # drop them. Skipping them keeps a room of N advertising boards from costing N x N
+        # deliveries per interval on the radio thread (a fleet of 50 in one room). Other PDUs
+        # on the advertising channels (CONNECT_IND to an advertiser) go to every controller.
+        loop = asyncio.get_running_loop()
+        advertisement = isinstance(packet, ll.AdvInd)
+        for c in self.controllers:
+            if c is sender_controller:
+                continue
+            if advertisement and not (c.le_scan_enable or c.pending_le_connection):
+                continue
+            loop.call_soon(c.on_ll_advertising_pdu, packet)
+
     def remove_controller(self, controller):
         self.controllers.discard(controller)
 

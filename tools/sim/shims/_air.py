@@ -3,9 +3,13 @@
 # that needs the outside world (Wi-Fi, sensors, reset, NVS) goes through call().
 import json
 import os
+import select
 import socket
 
 _sock = None
+_poller = None
+_WAIT_MS = 50
+_DONTWAIT = 0x40    # MSG_DONTWAIT (Linux): reads never block; writes on the socket still do
 _seq = 0
 _early = {}     # seq -> a reply read by a call other than its own (see call())
 _buf = bytearray()
@@ -13,11 +17,13 @@ HOOK = None     # fn() run before every call: heapwatch.py samples the heap ther
 
 
 def _line():
-    global _sock
+    global _sock, _poller
     if _sock is None:
         host, port = os.getenv("ROOST_AIR").rsplit(":", 1)
         s = socket.socket()
         s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+        _poller = select.poll()
+        _poller.register(s, select.POLLIN)
         _sock = s
     return _sock
 
@@ -41,9 +47,18 @@ def call(op, **kw):
     s = _line()
     s.write(json.dumps(kw).encode() + b"\n")
     while seq not in _early:
-        # Lines are cut from one shared buffer, so a nested call that runs inside this recv()
-        # takes its bytes in order and leaves the rest here.
-        data = s.recv(256)
+        # Lines are cut from one shared buffer, so a nested call takes its bytes in order and
+        # leaves the rest here. A nested call may run inside this wait (the port runs pending
+        # callbacks when a signal interrupts it) and take this call's reply: so wait at most
+        # _WAIT_MS before looking at _early again, and never block in recv() itself.
+        if not _poller.poll(_WAIT_MS):
+            continue
+        try:
+            data = s.recv(256, _DONTWAIT)
+        except OSError as e:
+            if e.errno == 11:   # EAGAIN: a nested call took the bytes between poll and recv
+                continue
+            raise
         if not data:
             raise OSError(5)  # EIO: the supervisor went away
         _buf.extend(data)
