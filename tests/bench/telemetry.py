@@ -224,7 +224,7 @@ def _mqtt(rows, fleet, cloud, runs, heap):
         xs = [c[key] for c in cpu]
         rows.append(("telemetry: sampler Outbox.add+flush per reading, %s (host, median)" % what,
                      "%.3f" % statistics.median(xs), "ms " + runs_of(xs, "%.3f")))
-    rows.append(("telemetry: heap allocated (garbage) making one MQTT batch of 32 (%d B of SenML; 64-bit)"
+    rows.append(("telemetry: heap allocated (garbage) making one MQTT batch of 32 (%d B of SenML; 32-bit chip)"
                  % cpu[0]["batch_bytes"], "%d" % cpu[0]["batch_heap"], "B"))
     xs = [c["batch_ms"] for c in cpu]
     rows.append(("telemetry: chip time per MQTT batch of 32 but the publish (read, SenML, ack; host, median)",
