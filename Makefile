@@ -9,11 +9,14 @@ STAMP   := $(VENV)/.installed
 # it unchanged against a simulated board: installed apart from the venv without its CLI's
 # dependencies (cloud, camera...), which provisioning does not use; only what it imports.
 ESPPROV := $(VENV)/esp-prov/.installed
+# The real ESP32 port's API as type stubs (ESP32_GENERIC and its standard library, v1.28), apart
+# from the venv: tests/unit/test_port_api.py type-checks the firmware against them.
+PORTSTUBS := $(VENV)/esp32-stubs/.installed
 SIMDIR  := .sim
 
 .PHONY: setup sim test bench clean mosquitto chip debs
 
-setup: $(STAMP) mosquitto chip $(ESPPROV)
+setup: $(STAMP) mosquitto chip $(ESPPROV) $(PORTSTUBS)
 
 # The simulated chip: MicroPython built from source as a 32-bit ESP32 with NimBLE
 # (tools/sim/chip/build.py; source from $$MICROPY_SRC, ../shared/micropython or a clone of the
@@ -47,6 +50,11 @@ $(STAMP): pyproject.toml
 $(ESPPROV): $(STAMP)
 	$(VPY) -m pip install -q --no-deps --target $(VENV)/esp-prov esp-rainmaker-cli==1.14.1 future==1.0.0
 	$(VPY) -m pip install -q --target $(VENV)/esp-prov requests==2.34.2
+	@touch $@
+
+$(PORTSTUBS): $(STAMP)
+	$(VPY) -m pip install -q --no-deps --target $(VENV)/esp32-stubs \
+	  micropython-esp32-esp32-generic-stubs==1.28.0.post4 micropython-stdlib-stubs==1.28.0.post6
 	@touch $@
 
 # Mosquitto is the real MQTT broker the local cloud talks to.

@@ -26,7 +26,7 @@ except ImportError:  # CPython (host tools, tests)
 # MicroPython has no hashlib.sha512 (on ESP32 or unix); CPython does and it is far faster.
 # Both paths give identical bytes; tests run the pure one under MicroPython and CPython.
 try:
-    from hashlib import sha512 as _sha512
+    from hashlib import sha512 as _sha512  # type: ignore[attr-defined]  # CPython only: the ESP32 takes the except
 
     def _H(data):
         return _sha512(data).digest()
