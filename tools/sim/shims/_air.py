@@ -6,6 +6,8 @@ import os
 import select
 import socket
 
+import _simchip
+
 _sock = None
 _poller = None
 _WAIT_MS = 50
@@ -44,8 +46,27 @@ def call(op, **kw):
     seq = _seq
     kw["op"] = op
     kw["seq"] = seq
-    s = _line()
-    s.write(json.dumps(kw).encode() + b"\n")
+    # The line is the simulator's wiring, not one of the ESP32's blocking calls: waiting on it
+    # inside a BLE handler is no GIL release (esp32_rules.c). A handler that runs inside this wait
+    # gets the rule back (the chip clears the flag on entry).
+    busy = _simchip.line(True)
+    try:
+        s = _line()
+        s.write(json.dumps(kw).encode() + b"\n")
+        _wait(s, seq)
+    finally:
+        _simchip.line(busy)
+    reply = _early.pop(seq)
+    if "intr" in reply:
+        raise KeyboardInterrupt  # Ctrl-C on the UART (see Board.interrupt)
+    if "errno" in reply:
+        raise OSError(reply["errno"])
+    if "error" in reply:
+        raise OSError(reply["error"])  # a driver error as the port words it: OSError("Wifi ...")
+    return reply
+
+
+def _wait(s, seq):
     while seq not in _early:
         # Lines are cut from one shared buffer, so a nested call takes its bytes in order and
         # leaves the rest here. A nested call may run inside this wait (the port runs pending
@@ -70,9 +91,3 @@ def call(op, **kw):
             _buf[:end + 1] = b""
             if reply.get("seq", 0) > _seq - 8:   # not a stale one
                 _early[reply.get("seq")] = reply
-    reply = _early.pop(seq)
-    if "intr" in reply:
-        raise KeyboardInterrupt  # Ctrl-C on the UART (see Board.interrupt)
-    if "errno" in reply:
-        raise OSError(reply["errno"])
-    return reply

@@ -2,6 +2,7 @@
 # world model (access points that can be up or down, passwords, RSSI); this shim
 # only forwards, so status codes follow the ESP32 port's evaluation order there.
 import _air
+import _simchip
 
 from micropython import const
 
@@ -49,6 +50,7 @@ class WLAN:
     def connect(self, ssid=None, key=None, *, bssid=None):
         if not self.active():
             raise OSError("STA must be active")  # the port's message
+        _simchip.gil_release("WLAN.connect()")     # network_wlan.c:351
         if isinstance(ssid, bytes):
             ssid = ssid.decode()
         if isinstance(key, bytes):
@@ -71,6 +73,7 @@ class WLAN:
     def scan(self):
         if not self.active():
             raise OSError("STA must be active")
+        _simchip.gil_release("WLAN.scan()")        # network_wlan.c:448
         out = []
         for ssid, bssid, ch, rssi, sec, hidden in self._call("scan"):
             out.append((ssid.encode(), bytes.fromhex(bssid), ch, rssi, sec, hidden))

@@ -7,6 +7,7 @@
 import socket as _socket
 
 import _air
+import _simchip
 
 for _name in dir(_socket):
     if not _name.startswith("__"):
@@ -16,6 +17,7 @@ _ANY = ("0.0.0.0", "")
 
 
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
+    _simchip.gil_release("socket.getaddrinfo()")     # esp32/modsocket.c:239
     if host in _ANY and port < 1024:
         r = _air.call("listen", port=port)
         return _socket.getaddrinfo("127.0.0.1", r["port"], af, type, proto, flags)

@@ -43,3 +43,51 @@
 #define mp_hal_time_ns mp_hal_time_ns
 #include <stdint.h>
 uint64_t mp_hal_time_ns(void);
+
+// BLE IRQ handlers in the ESP32's context: the NimBLE task's C stack, and no call that
+// releases the GIL (esp32_rules.c; the hooks sit where esp32-sim.patch puts them).
+#include <stddef.h>
+typedef struct {
+    int depth;          // handlers running (nested: a handler's call re-entered the host)
+    int line;           // the air line (_air.py) is busy: the simulator's, not the firmware's
+    size_t stack_limit; // the thread's limit outside the handler
+    size_t base;        // the stack in use when the handler was entered
+} sim_irq_state_t;
+void sim_ble_irq_enter(sim_irq_state_t *saved);
+void sim_ble_irq_exit(const sim_irq_state_t *saved);
+void sim_ble_irq_failed(void);
+void sim_gil_release(const char *what);
+void sim_cstack_seen(size_t usage);
+#define MICROPY_SIM_BLE_IRQ_ENTER() sim_irq_state_t sim_irq_saved; sim_ble_irq_enter(&sim_irq_saved)
+#define MICROPY_SIM_BLE_IRQ_EXIT() sim_ble_irq_exit(&sim_irq_saved)
+#define MICROPY_SIM_BLE_IRQ_FAILED() sim_ble_irq_failed()
+#define MICROPY_SIM_GIL_RELEASE(what) sim_gil_release(what)
+#define MICROPY_SIM_CSTACK_SEEN(usage) sim_cstack_seen(usage)
+// The simulated flash is a Python block device (tools/sim/chip/flash.py): its frames, up to
+// two calls deep, are stack the chip's C partition driver does not use, so a handler that
+// touches the file system is not charged for them.
+extern sim_irq_state_t sim_irq_state;
+#define SIM_FLASH_SHIM_STACK (1024)
+#define MICROPY_SIM_FLASH_CALL(ret, call) do { \
+        size_t sim_limit_ = MP_STATE_THREAD(stack_limit); \
+        if (sim_irq_state.depth) { \
+            MP_STATE_THREAD(stack_limit) += SIM_FLASH_SHIM_STACK; \
+        } \
+        ret = (call); \
+        MP_STATE_THREAD(stack_limit) = sim_limit_; \
+} while (0)
+
+// lwIP's sockets: CONFIG_LWIP_MAX_SOCKETS (10, IDF's default, kept by ESP32_GENERIC). The air
+// line's own socket is not one of them (esp32_rules.c).
+int sim_socket_free(void);
+int sim_socket_take(void);
+void sim_socket_give(void);
+#define MICROPY_SIM_SOCKET_FREE() sim_socket_free()
+#define MICROPY_SIM_SOCKET_TAKE() sim_socket_take()
+#define MICROPY_SIM_SOCKET_GIVE() sim_socket_give()
+
+// mbedTLS reads the board's clock (esp32_clock.c), as the ESP32 port's platform_mbedtls_time()
+// does (esp32/main.c:94): certificate dates are checked against it.
+#include <time.h>
+time_t sim_mbedtls_time(time_t *timer);
+#define MICROPY_SIM_MBEDTLS_TIME sim_mbedtls_time
