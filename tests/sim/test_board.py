@@ -147,9 +147,13 @@ def test_wlan_reports_esp32_status_codes(new_board, console_of, lab):
     board.wait_for(BANNER)
     c = console_of(board)
     assert c.exec(WLAN_POLL % ("lab", "wrong-pass")).split() == ["202", "False"]   # STAT_WRONG_PASSWORD
-    # As on the ESP32 port, connect() does not clear the last reason: 202 stays until replaced.
-    assert c.exec("w.connect('nowhere', 'x'); print(w.status())").strip() == "202"
+    # The port retries until disconnect(); then the reason is "left" (8): STAT_IDLE, and a new
+    # connect() does not clear it until the attempt ends.
+    c.exec("w.disconnect()")
+    assert c.exec("w.connect('nowhere', 'x'); print(w.status())").strip() == "1000"
+    c.exec("w.disconnect()")
     assert c.exec(WLAN_POLL % ("nowhere", "x")).split() == ["201", "False"]        # STAT_NO_AP_FOUND
+    c.exec("w.disconnect()")
     assert c.exec(WLAN_POLL % ("lab", "right-pass")).split() == ["1010", "True"]   # STAT_GOT_IP
     assert c.eval("w.ifconfig()[0]").startswith("192.168.1.")
     scan = c.eval("[(s, ch, rssi, sec) for s, b, ch, rssi, sec, h in w.scan()]")
@@ -157,6 +161,86 @@ def test_wlan_reports_esp32_status_codes(new_board, console_of, lab):
     assert c.eval("w.config('mac')") == board.mac
     c.exec("w.disconnect()")
     assert c.eval("w.status()") == 1000                                            # STAT_IDLE
+
+
+def test_the_wifi_driver_refuses_connect_while_it_connects_and_then_scans_nothing(new_board, console_of, lab):
+    board = new_board(world=lab)
+    board.wait_for(BANNER)
+    c = console_of(board)
+    c.exec(WLAN_POLL % ("lab", "wrong-pass"))            # the port retries for ever
+    with pytest.raises(ConsoleError, match="OSError: Wifi Internal Error"):
+        c.exec("w.connect('lab', 'right-pass')")
+    assert c.eval("w.scan()") == []                      # esp_wifi_scan_start fails: [] and no word
+    c.exec("w.disconnect()")                             # what a program must do first
+    assert c.exec(WLAN_POLL % ("lab", "right-pass")).split() == ["1010", "True"]
+    assert len(c.eval("w.scan()")) == 2
+    lab.ap("lab").up = False                             # link lost: the port rejoins by itself
+    assert c.eval("w.status()") == 1001
+    with pytest.raises(ConsoleError, match="OSError: Wifi Internal Error"):
+        c.exec("w.connect('lab', 'right-pass')")
+    with pytest.raises(ConsoleError, match="OSError: Wifi Not Connected"):
+        c.exec("w.status('rssi')")
+    lab.ap("lab").up = True
+    time.sleep(0.3)
+    assert c.eval("w.isconnected()") is True
+
+
+def test_reconnects_bounds_the_drivers_retries(new_board, console_of, lab):
+    board = new_board(world=lab)
+    board.wait_for(BANNER)
+    c = console_of(board)
+    c.exec("import network; w = network.WLAN(network.WLAN.IF_STA); w.active(True); w.config(reconnects=1)")
+    assert c.eval("w.config('reconnects')") == 1
+    # One attempt and one reconnection, 0.1 s each; then the driver is idle: connect() may come.
+    assert c.exec(WLAN_POLL % ("lab", "wrong-pass")).split() == ["202", "False"]
+    assert c.exec(WLAN_POLL % ("lab", "right-pass")).split() == ["1010", "True"]
+
+
+def test_softap_wpa2_needs_8_characters_and_shares_the_stations_channel(new_board, console_of, lab):
+    board = new_board(world=lab)
+    board.wait_for(BANNER)
+    c = console_of(board)
+    c.exec("import network; ap = network.WLAN(network.WLAN.IF_AP); ap.active(True)")
+    with pytest.raises(ConsoleError, match="OSError: Wifi Invalid Password"):
+        c.exec("ap.config(essid='node', password='short', authmode=3)")
+    c.exec("ap.config(essid='node', password='long enough', authmode=3, channel=11)")
+    assert c.eval("ap.config('channel')") == 11
+    c.exec(WLAN_POLL % ("lab", "right-pass"))
+    assert c.eval("ap.config('channel')") == 6           # the radio follows the station's AP
+
+
+SOCKETS = """
+import gc, socket
+held = []
+try:
+    for i in range(11):
+        held.append(socket.socket())
+except OSError as e:
+    print(len(held), e.errno)
+"""
+
+
+def test_lwip_has_ten_sockets_and_the_collector_frees_dropped_ones(new_board, console_of):
+    board = new_board()
+    board.wait_for(BANNER)
+    c = console_of(board)
+    assert c.exec(SOCKETS).split() == ["10", "23"]       # ENFILE on the eleventh
+    c.exec("for s in held: s.close()")
+    c.exec("held = None")
+    # Sockets a program drops are closed by the collector (they have a finaliser, as on ESP32).
+    assert c.exec("for i in range(30):\n    socket.socket()\n    gc.collect()\nprint('ok')").strip() == "ok"
+
+
+def test_a_name_lookup_blocks_the_board_for_the_worlds_dns_time(new_board, console_of, lab, echo_server):
+    lab.services["echo.cloud.example"] = echo_server
+    lab.dns_time = 0.3
+    board = new_board(world=lab)
+    board.wait_for(BANNER)
+    c = console_of(board)
+    c.exec(WLAN_POLL % ("lab", "right-pass"))
+    took = c.exec("import socket\nt = time.ticks_ms()\nsocket.getaddrinfo('echo.cloud.example', 7)\n"
+                  "print(time.ticks_diff(time.ticks_ms(), t))")
+    assert int(took) >= 300
 
 
 def test_ap_loss_is_a_beacon_timeout_then_reconnects(new_board, console_of, lab):

@@ -51,7 +51,11 @@ class AirServer:
                 try:
                     reply = dict(self.handler(msg))
                 except OSError as e:
-                    reply = {"errno": e.errno or 5}
+                    # OSError(errno) or, as the ESP32 port raises its driver errors, OSError(message)
+                    if e.errno is None and e.args and isinstance(e.args[0], str):
+                        reply = {"error": e.args[0]}
+                    else:
+                        reply = {"errno": e.errno or 5}
                 reply["seq"] = msg.get("seq")
                 conn.sendall(json.dumps(reply).encode() + b"\n")
         except (OSError, ValueError):

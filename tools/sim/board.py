@@ -89,6 +89,7 @@ class Board:
         self.boots = 0
         self.reset_cause = PWRON_RESET
         self.rtc_memory = b""
+        self.clock_base_us = 0              # host µs at which the board's RTC read 2000-01-01 (esp32_clock.c)
         self.led = []                       # (monotonic time, value) of pin writes to the LED
         self.pins = {}
         self.proxies = {}
@@ -149,6 +150,8 @@ class Board:
             r.close()
 
     def _spawn(self, cause, raw=False):
+        if cause == PWRON_RESET:            # the RTC starts from 2000-01-01 00:00:00
+            self.clock_base_us = time.time_ns() // 1000
         self.reset_cause = cause
         self.halted = False
         self.uart_intr = True
@@ -159,7 +162,8 @@ class Board:
         env = chip_env(ROOST_FLASH=str(self.flash), ROOST_AIR="127.0.0.1:%d" % self.air.port,
                        ROOST_ROMFS=str(rom) if rom_size else "", MICROPYBTUART=self.chip_radio.pty_path,
                        ROOST_MAC=self.mac.hex(), ROOST_RESET_CAUSE=str(cause),
-                       ROOST_REPL="raw" if raw else "", ROOST_HEAPWATCH=str(self.heapwatch or ""))
+                       ROOST_REPL="raw" if raw else "", ROOST_HEAPWATCH=str(self.heapwatch or ""),
+                       ROOST_CLOCK_BASE_US=str(self.clock_base_us))
         # ROMFS is flash on a chip, but VfsRom reads it from a buffer here: that buffer's
         # bytes are added to the heap, not taken from the board's.
         self.proc = subprocess.Popen(
@@ -345,6 +349,10 @@ class Board:
         volts = 0.5 + 0.01 * self.world.temperature
         return {"uv": int(volts * 1e6), "u16": max(0, min(65535, int(volts / 3.3 * 65535)))}
 
+    def _op_clock(self, msg):
+        # RTC.datetime() set the chip's clock: the next boot (not a power cut) keeps it.
+        self.clock_base_us = int(msg["base_us"])
+
     def _op_rtc_memory(self, msg):
         if "data" in msg:
             self.rtc_memory = bytes.fromhex(msg["data"])
@@ -424,7 +432,9 @@ class Board:
             if key in ("ssid", "essid"):
                 return {"value": r.requested[0] if r.requested else ""}
             if key == "channel":
-                return {"value": r.ap.channel if r.ap else 1}
+                return {"value": r.channel(iface)}
+            if key == "reconnects" and iface == 0:
+                return {"value": r.reconnects - 1 if r.reconnects else -1}
             if key in r.ap_config:
                 return {"value": r.ap_config[key]}
             raise OSError(22, "unknown config param")
@@ -434,13 +444,18 @@ class Board:
                 values["essid"] = values.pop("ssid")
             if "key" in values:
                 values["password"] = values.pop("key")
-            r.ap_config.update(values)
+            if iface == 0:
+                r.configure_sta(values)
+            else:
+                r.configure_ap(values)
 
     def _op_resolve(self, msg):
         # No Wi-Fi, no DNS: the ESP32 port raises OSError(-202) from getaddrinfo.
         if not self.radio.connected():
             raise OSError(-202, "no network")
         host, port = msg["host"], msg["port"]
+        if not re.fullmatch(r"[\d.]+", host):
+            time.sleep(self.world.dns_time)     # a DNS query blocks the chip, as lwIP's does
         target = self.world.services.get("%s:%d" % (host, port)) or self.world.services.get(host)
         if target is None:
             if host in ("127.0.0.1", "localhost"):

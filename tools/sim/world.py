@@ -17,6 +17,12 @@ REASON_NO_AP_FOUND = 201
 REASON_AUTH_FAIL = 202
 REASON_CONNECTION_FAIL = 205
 _NO_AP_REASONS = (201, 210, 211, 212)
+LWIP_MAX_SOCKETS = 10      # IDF's CONFIG_LWIP_MAX_SOCKETS default, which ESP32_GENERIC keeps
+
+
+class DriverError(OSError):
+    """An error of the ESP32's Wi-Fi driver, as the port raises it: OSError with the message of
+    ports/esp32/network_common.c esp_exceptions_helper() (the chip sees OSError(message))."""
 
 
 class AccessPoint:
@@ -37,7 +43,7 @@ class World:
     """What the boards can sense. Mutate it from tests: ap.up = False, world.temperature = 30."""
 
     def __init__(self, aps=(), temperature=21.5, services=None, connect_time=0.3, scan_time=0.2,
-                 wrong_password_reason=REASON_AUTH_FAIL):
+                 wrong_password_reason=REASON_AUTH_FAIL, dns_time=0.02):
         self.lock = threading.RLock()
         self.aps = [a if isinstance(a, AccessPoint) else AccessPoint(**a) for a in aps]
         self.temperature = temperature
@@ -45,6 +51,9 @@ class World:
         self.services = dict(services or {})  # host name -> (host, port) of a local service
         self.connect_time = connect_time
         self.scan_time = scan_time
+        # getaddrinfo blocks the caller on an ESP32 (lwIP's DNS query; asyncio's stream module
+        # says "TODO this is blocking"): this long per lookup of a name.
+        self.dns_time = dns_time
         # Real APs often report a wrong WPA2 password as reason 15 (4-way handshake timeout).
         self.wrong_password_reason = wrong_password_reason
         self._air = None               # the room's Bluetooth air (tools/sim/radio.py), on first use
@@ -104,15 +113,29 @@ class Radio:
         self.reason = None             # last disconnect reason; cleared on GOT_IP
         self.ap = None                 # the AP we are associated with
         self.ip = None
+        # config(reconnects=n): the port's conf_wifi_sta_reconnects (n + 1; 0 = for ever) and
+        # its count of automatic reconnections since connect() (network_wlan.c:156).
+        self.reconnects = 0
+        self.attempts = 0
         self.lock = threading.RLock()
 
     # -- the state machine, advanced lazily whenever the chip asks --------------------------
+    def _gave_up(self):
+        return bool(self.reconnects) and self.attempts >= self.reconnects
+
+    def _connecting(self):
+        """The driver is joining, or rejoining by itself after a loss (the port calls
+        esp_wifi_connect() again on every disconnection while a connection is requested)."""
+        return self.requested is not None and self.ap is None and not self._gave_up()
+
     def _advance(self):
         now = time.monotonic()
         if self.ap is not None and not self.ap.up:
             self._drop(REASON_BEACON_TIMEOUT)
+            self.attempts += 1
             self.attempt_at = now + self.world.connect_time
-        if self.requested and self.ap is None and now >= self.attempt_at:
+        # Every attempt due since the chip last looked (the state advances lazily).
+        while self._connecting() and now >= self.attempt_at:
             ssid, key, bssid = self.requested
             ap = self.world.ap(ssid)
             if ap is None or not ap.up or (bssid and ap.bssid_bytes() != bssid):
@@ -123,8 +146,11 @@ class Radio:
                 self.ap = ap
                 self.reason = None
                 self.ip = "192.168.1.%d" % (100 + self.mac[5] % 100)
-            # The port retries forever while a connection is requested.
-            self.attempt_at = now + self.world.connect_time
+            if self.ap is None:
+                self.attempts += 1
+            # The port retries while a connection is requested (for ever unless reconnects= says).
+            step = max(self.world.connect_time, 0.001)
+            self.attempt_at = max(self.attempt_at + step, now - 10 * step)
 
     def _drop(self, reason):
         self.ap = None
@@ -149,15 +175,21 @@ class Radio:
                 return REASON_AUTH_FAIL
             if r == REASON_ASSOC_LEAVE:
                 return STAT_IDLE
-            if self.requested:
+            if self.requested and not self._gave_up():
                 return STAT_CONNECTING
             return STAT_IDLE if r is None else r
 
     def connect(self, ssid, key, bssid=None):
         with self.lock:
+            self._advance()
+            if self._connecting():
+                # esp_wifi_connect() while the station is connecting: ESP_ERR_WIFI_CONN, logged by
+                # the driver as "sta is connecting, return error" (MicroPython issue #17661).
+                raise DriverError("Wifi Internal Error")
             if self.ap is not None:
                 self._drop(REASON_ASSOC_LEAVE)
             self.requested = (ssid, key or "", bssid)
+            self.attempts = 0
             self.attempt_at = time.monotonic() + self.world.connect_time
 
     def disconnect(self):
@@ -179,6 +211,12 @@ class Radio:
                 self.ap_active = on
 
     def scan(self):
+        with self.lock:
+            self._advance()
+            if self._connecting():
+                # esp_wifi_scan_start() fails while the station connects; the port then returns
+                # an empty list without a word (network_wlan.c:448-452).
+                return []
         time.sleep(self.world.scan_time)  # a real scan blocks the caller for a while
         with self.world.lock:
             return [(a.ssid, a.bssid_bytes().hex(), a.channel, a.rssi, a.auth, False)
@@ -198,8 +236,31 @@ class Radio:
         with self.lock:
             self._advance()
             if self.ap is None:
-                raise OSError("not connected")
+                raise DriverError("Wifi Not Connected")      # ESP_ERR_WIFI_NOT_CONNECT
             return self.ap.rssi
+
+    def channel(self, iface):
+        """The radio has one channel: in AP+STA mode the AP moves to the station's AP's channel
+        when the station joins (IDF)."""
+        with self.lock:
+            self._advance()
+            if self.ap is not None:
+                return self.ap.channel
+            return self.ap_config.get("channel", 1) if iface == 1 else 1
+
+    def configure_ap(self, values):
+        """ap.config(...): applied whole or not at all, as esp_wifi_set_config() is."""
+        conf = dict(self.ap_config, **values)
+        if conf.get("authmode", 0) != 0 and len(conf.get("password", "")) < 8:
+            raise DriverError("Wifi Invalid Password")    # ESP_ERR_WIFI_PASSWORD: WPA2 needs 8+
+        self.ap_config = conf
+
+    def configure_sta(self, values):
+        for k, v in values.items():
+            if k != "reconnects":
+                raise DriverError("unknown config param")
+            # -1: for ever (0 here); n: n reconnections after the first attempt (network_wlan.c:608)
+            self.reconnects = 0 if v == -1 else v + 1
 
     def iface_mac(self, iface):
         mac = bytearray(self.mac)
