@@ -6,6 +6,7 @@ import os
 import time
 
 import _air
+import _simchip
 
 from micropython import const
 
@@ -129,12 +130,21 @@ class ADC:
 
 
 class RTC:
-    # RTC slow memory survives soft reset and deep sleep, not a power cut.
+    # The RTC keeps counting across resets and deep sleep, from 2000-01-01 at power on
+    # (the chip's clock: esp32_clock.c); its slow memory survives soft reset and deep sleep,
+    # not a power cut.
     def datetime(self, dt=None):
         if dt is None:
             t = time.localtime()
-            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
-        return None
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], time.time_ns() // 1000 % 1000000)
+        # (year, month, day, weekday, hours, minutes, seconds, subseconds): weekday is ignored,
+        # as machine_rtc.c ignores it.
+        secs = time.mktime((dt[0], dt[1], dt[2], dt[4], dt[5], dt[6], 0, 0))
+        base = _simchip.set_clock(secs, dt[7] if len(dt) > 7 else 0)
+        _air.call("clock", base_us=str(base))
+
+    def init(self, dt):
+        self.datetime(dt)
 
     def memory(self, data=None):
         if data is None:
