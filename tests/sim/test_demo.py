@@ -1,6 +1,7 @@
 """`make sim` tells the story: the local cloud, a new board whose registration key is typed at its
-console, provisioned over BLE by the simulated phone, bootstrapped, on TLS MQTT, mapped to the
-phone's user, registered with a ThingSpeak channel, and a live line of its readings arriving."""
+console, provisioned by the simulated phone (over SoftAP until issue 19 makes BLE work on the
+ESP32's rules: tools/demo.py TRANSPORT), bootstrapped, on TLS MQTT, mapped to the phone's user,
+registered with a ThingSpeak channel, and a live line of its readings arriving."""
 import re
 import subprocess
 import sys

@@ -14,6 +14,9 @@ from tests.sim.conftest import POP, WIFI, home_world
 from tests.sim.phone import provision_ble, stored
 from tools.console import Console
 from tests.sim.terminal import command, type_
+from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
+
+pytestmark = BLE_WORK_IN_IRQ
 
 SERIAL = "74743827342"
 REGISTERED = re.compile(rb"registered: channel (\d+)\r\n")
