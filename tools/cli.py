@@ -35,7 +35,7 @@ def cmd_board(args):
     from tools.sim.world import World
     world = World.load(args.world) if args.world else World()
     board = Board(args.flash, heap=args.heap, world=world, micropython=args.micropython,
-                  console_port=args.console_port,
+                  console_port=args.console_port, pace=args.pace,
                   mac=bytes.fromhex(args.mac) if args.mac else None)
 
     def announce(extra):
@@ -101,7 +101,7 @@ def cmd_sim(args):
     try:
         demo.run(args.dir, heap=args.heap, seconds=args.seconds, echo=console, map_user=map_user,
                  say=lambda line: print("roost sim: " + line, flush=True),
-                 transport=args.transport or demo.TRANSPORT)
+                 transport=args.transport or demo.TRANSPORT, pace=args.pace)
     except demo.DemoError as e:
         raise CliError(str(e))
     except KeyboardInterrupt:
@@ -334,6 +334,9 @@ def parser():
     b = sub.add_parser("board", help="run one simulated board until stopped; prints its ports as JSON")
     b.add_argument("--flash", required=True, help="flash image file (created blank if missing)")
     b.add_argument("--heap", default="100K", help="MicroPython heap size (default 100K)")
+    b.add_argument("--pace", default=None,
+                   help="'esp32': run at an ESP32's speed (calibrated on this host), or a slow-down "
+                        "factor; default: the host's speed")
     b.add_argument("--world", help="world JSON: access points, temperature, cloud services")
     b.add_argument("--mac", help="base MAC as 12 hex digits (default: random)")
     b.add_argument("--console-port", type=int, default=0, help="TCP port of the serial console")
@@ -350,6 +353,7 @@ def parser():
     s.add_argument("--transport", choices=("softap", "ble"), default=None,
                    help="how the simulated phone provisions the board (default softap: BLE provisioning "
                         "fails on an ESP32 until issue 19, see docs/simulator.md)")
+    s.add_argument("--pace", default=None, help="'esp32': the board runs at an ESP32's speed")
     s.set_defaults(fn=cmd_sim)
 
     f = sub.add_parser("flash", help="put a MicroPython firmware image on a real board (esptool: "

@@ -13,7 +13,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
-HOST = ("footprint", "boot", "heap", "provisioning", "cloud", "registration", "telemetry", "crypto", "fleet")
+HOST = ("footprint", "boot", "heap", "provisioning", "cloud", "registration", "telemetry", "crypto", "pace",
+        "fleet")
 LINE = re.compile(r"^(.+?):?\s+([-\d.]+)\s*(\S*)\s*$")   # "name: value unit" or "name value"
 
 
@@ -34,7 +35,13 @@ def main():
     from tests.bench.table import print_table
     rows = []
     for name in HOST:
-        importlib.import_module("tests.bench." + name).run(rows)
+        # A benchmark that fails says so in its row and the others still run: those that provision
+        # over BLE fail on the ESP32's rules until issue 19 (tests/sim/firmware_bugs.py).
+        try:
+            importlib.import_module("tests.bench." + name).run(rows)
+        except Exception as e:      # noqa: BLE001 - any failure is reported, not fatal
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+            rows.append(("%s FAILED" % name, why, ""))
     for path in sorted(HERE.glob("bench_*.py")):
         chip_bench(path, rows)
     print_table(rows)

@@ -1,6 +1,7 @@
 # Device CPU time of the security 1 handshake (runs on the MicroPython unix port, the
 # simulated chip): Session_Command0 (X25519 key pair + shared secret) and Session_Command1
 # (CTR verify), as firmware/prov/security.py does them for a phone.
+import os
 import sys
 
 # Run by path (make bench does: micropython tests/bench/bench_x.py), so __file__ locates the
@@ -15,7 +16,7 @@ from aes import CTR  # noqa: E402
 from firmware.prov.security import Sec1  # noqa: E402
 
 POP = b"abcd1234"
-RUNS = 10
+RUNS = int(os.getenv("ROOST_BENCH_RUNS") or 10)    # tests/bench/pace.py asks for fewer at ESP32 pace
 
 
 def client_cmd0(pub):

@@ -11,6 +11,7 @@ tests/unit/test_bench_crypto.py runs it all once and checks what the chip timed 
 """
 import hashlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -49,11 +50,13 @@ NODE = "24A160000001"
 SHA512_INPUT = bytes(range(256)) * 4    # the KiB crypto_chip.py hashes
 
 
-def chip(quick=False):
-    """Run crypto_chip.py: ({figure: (value, unit)} in its order, {check name: text})."""
+def chip(quick=False, pace=None):
+    """Run crypto_chip.py: ({figure: (value, unit)} in its order, {check name: text}).
+    pace: the chip's slow-down factor (tools/sim/pace.py), None for the host's speed."""
     cmd = [micropython_binary(), "-X", "heapsize=" + HEAP, str(HERE / "crypto_chip.py")]
+    env = dict(os.environ, ROOST_PACE=str(pace or ""))
     r = subprocess.run(cmd + (["quick"] if quick else []), capture_output=True, text=True,
-                       cwd=ROOT, timeout=120)
+                       cwd=ROOT, timeout=600 if pace else 120, env=env)
     if r.returncode:
         raise RuntimeError("crypto_chip.py failed:\n" + r.stdout + r.stderr)
     figures, checks = {}, {}

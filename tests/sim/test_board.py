@@ -308,3 +308,14 @@ except OSError as e:
     assert out.startswith("broken") or out.strip() == "read b''", out
     with pytest.raises(ConsoleError, match="-202"):
         c.exec("echo(b'hi')")
+
+
+def test_a_board_at_esp32_pace_boots_and_serves_at_an_esp32s_speed(new_board, console_of):
+    board = new_board(pace="esp32")
+    board.wait_for(BANNER, timeout=60)
+    c = console_of(board)
+    assert c.eval("__import__('_simchip').pace()") == pytest.approx(board.pace, rel=1e-3)
+    assert board.pace > 5
+    # 2,000 Dhrystone loops: about 1.2 s on an ESP32 (1,661 per second).
+    rate = c.eval("__import__('dhrystone').stones_per_second(2000)")
+    assert 1661 / 2 < rate < 1661 * 2

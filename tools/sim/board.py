@@ -72,13 +72,16 @@ def blank_image(path, size=FLASH_SIZE):
 
 class Board:
     def __init__(self, flash, heap=DEFAULT_HEAP, world=None, mac=None, micropython=None,
-                 console_port=0, echo=None, heapwatch=None):
+                 console_port=0, echo=None, heapwatch=None, pace=None):
         self.flash = Path(flash)
         self.heapwatch = heapwatch          # a host file for the live heap's samples (chip/heapwatch.py)
         self.heap = heap
         self.world = world or World()
         self.mac = mac or bytes.fromhex("240ac4") + os.urandom(3)
         self.binary = micropython_binary(micropython)
+        # pace: None (host speed), "esp32" (calibrated: tools/sim/pace.py) or a factor.
+        from .pace import factor
+        self.pace = factor(pace, self.binary)
         self.radio = Radio(self.world, self.mac, on_link_down=self._link_down)
         self.echo = echo                    # fn(bytes) for console output (e.g. a terminal)
         self.proc = None
@@ -163,7 +166,7 @@ class Board:
                        ROOST_ROMFS=str(rom) if rom_size else "", MICROPYBTUART=self.chip_radio.pty_path,
                        ROOST_MAC=self.mac.hex(), ROOST_RESET_CAUSE=str(cause),
                        ROOST_REPL="raw" if raw else "", ROOST_HEAPWATCH=str(self.heapwatch or ""),
-                       ROOST_CLOCK_BASE_US=str(self.clock_base_us))
+                       ROOST_CLOCK_BASE_US=str(self.clock_base_us), ROOST_PACE=str(self.pace or ""))
         # ROMFS is flash on a chip, but VfsRom reads it from a buffer here: that buffer's
         # bytes are added to the heap, not taken from the board's.
         self.proc = subprocess.Popen(

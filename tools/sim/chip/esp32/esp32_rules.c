@@ -134,6 +134,7 @@ static mp_obj_t simchip_irq_stack(void) {
 static MP_DEFINE_CONST_FUN_OBJ_0(simchip_irq_stack_obj, simchip_irq_stack);
 
 extern const mp_obj_fun_builtin_fixed_t simchip_set_clock_obj;   // esp32_clock.c
+extern const mp_obj_fun_builtin_fixed_t simchip_pace_obj;        // esp32_pace.c
 
 static const mp_rom_map_elem_t simchip_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__simchip) },
@@ -142,6 +143,7 @@ static const mp_rom_map_elem_t simchip_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_irq_stack), MP_ROM_PTR(&simchip_irq_stack_obj) },
     { MP_ROM_QSTR(MP_QSTR_sockets), MP_ROM_PTR(&simchip_sockets_obj) },
     { MP_ROM_QSTR(MP_QSTR_set_clock), MP_ROM_PTR(&simchip_set_clock_obj) },
+    { MP_ROM_QSTR(MP_QSTR_pace), MP_ROM_PTR(&simchip_pace_obj) },
 };
 static MP_DEFINE_CONST_DICT(simchip_globals, simchip_globals_table);
 

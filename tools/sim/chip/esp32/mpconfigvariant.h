@@ -91,3 +91,16 @@ void sim_socket_give(void);
 #include <time.h>
 time_t sim_mbedtls_time(time_t *timer);
 #define MICROPY_SIM_MBEDTLS_TIME sim_mbedtls_time
+
+// ESP32 pace (esp32_pace.c): with ROOST_PACE set, the VM checks every MICROPY_VM_HOOK_COUNT jumps
+// and returns whether the chip runs ahead of an ESP32, and sleeps if it does.
+extern int sim_pace_on;
+void sim_pace_tick(void);
+#define MICROPY_VM_HOOK_COUNT (256)
+#define MICROPY_VM_HOOK_INIT static unsigned int vm_hook_divisor = MICROPY_VM_HOOK_COUNT;
+#define MICROPY_VM_HOOK_POLL if (sim_pace_on && --vm_hook_divisor == 0) { \
+        vm_hook_divisor = MICROPY_VM_HOOK_COUNT; \
+        sim_pace_tick(); \
+}
+#define MICROPY_VM_HOOK_LOOP MICROPY_VM_HOOK_POLL
+#define MICROPY_VM_HOOK_RETURN MICROPY_VM_HOOK_POLL
