@@ -11,8 +11,8 @@ from tools.cloud.local import LocalCloud
 from tools.sim.board import Board
 
 from tests.bench.table import print_table
-from tests.sim.conftest import POP, WIFI, home_world
-from tests.sim.phone import provision_ble
+from tests.sim.conftest import POP, PROV, WIFI, home_world
+from tests.sim.phone import provision
 from tests.sim.terminal import type_
 from tests.sim.test_registration import KEY_ACCEPTED
 
@@ -35,14 +35,15 @@ def run(rows, runs=5, heap="100K", iterations=(10000, 20000, 50000)):
                 for i in range(runs):
                     image = d / ("b%d-%d.img" % (n, i))
                     image.write_bytes(template.read_bytes())
-                    factory = dict(cloud.registration_factory(), pop=POP, serial="bench%d-%d" % (n, i))
+                    factory = dict(cloud.registration_factory(), pop=POP, serial="bench%d-%d" % (n, i),
+                                   prov=PROV["prov"])
                     deploy.factory_to_image(image, factory, log=lambda line: None)
                     board = Board(image, world=home_world(cloud), heap=heap).start()
                     try:
                         board.wait_for(b"provisioning open", timeout=15)
                         type_(board, "key\r", "registration key: ")
                         type_(board, key + "\r", "registration key stored")
-                        provision_ble(board, POP, *WIFI)
+                        provision(board, POP, *WIFI)
                         free.append(int(board.wait_for(KEY_ACCEPTED, timeout=30).group(1)))
                         kdf.append(int(board.wait_for(DERIVED, timeout=1).group(2)))
                         on = int(board.wait_for(ONLINE, timeout=1).group(1))

@@ -28,7 +28,7 @@ from tools.sim.board import Board
 
 from tests.sim import backlog
 from tests.sim.conftest import POP, PROV, WIFI, home_world
-from tests.sim.phone import provision_ble
+from tests.sim.phone import provision
 from tests.sim.terminal import type_
 from tests.sim.test_registration import KEY_ACCEPTED, REGISTERED
 from tests.sim.test_streaming import LISTENING, command, device_status, wait_all_acknowledged
@@ -134,7 +134,7 @@ class _Fleet:
         cloud.add_device(node)
         b = self.board(cloud, cloud.factory_for(node), heap, mac)
         b.node_id = node
-        provision_ble(b, POP, *WIFI)
+        provision(b, POP, *WIFI)
         b.wait_for(LISTENING, timeout=20)
         cloud.wait_readings(node, 1, timeout=15)
         return b
@@ -251,7 +251,7 @@ def _thingspeak(rows, fleet, d, heap):
         mark = board.mark()
         info = backlog.fill(board, TS_BACKLOG)          # no network yet: they wait for ThingSpeak
         board.wait_for(b"provisioning open for", since=mark, timeout=15)
-        provision_ble(board, POP, *WIFI)
+        provision(board, POP, *WIFI)
         channel = int(board.wait_for(REGISTERED, since=mark, timeout=30).group(1))
         free = int(board.wait_for(KEY_ACCEPTED, since=mark, timeout=30).group(1))
         t0 = time.monotonic()

@@ -10,11 +10,11 @@ from tools.sim.board import Board
 from tools.sim.world import AccessPoint, World
 
 from tests.conftest import stop_and_show
-from tests.sim.phone import provision_ble
+from tests.sim.phone import ONBOARDING, provision
 
 POP = "abcd1234"
 WIFI = ("home", "right horse battery")
-PROV = {"pop": POP, "prov": {"sec": 1, "transports": ["ble"], "timeout_s": 600}}
+PROV = {"pop": POP, "prov": {"sec": 1, "transports": [ONBOARDING], "timeout_s": 600}}
 
 
 def home_world(cloud):
@@ -80,7 +80,7 @@ def owner(cloud):
 
 @pytest.fixture
 def onboard(new_board, cloud):
-    """Power on a board registered in the cloud and provision it over BLE; returns the board.
+    """Power on a board registered in the cloud and provision it (phone.ONBOARDING); returns the board.
     add_device=False: the cloud does not know it (yet)."""
     n = [0]
 
@@ -95,7 +95,7 @@ def onboard(new_board, cloud):
         if not add_device:
             cloud.remove_device(node_id)
         board = new_board(world=world, factory=factory, heap=heap, mac=mac)
-        result = provision_ble(board, POP, *WIFI, user_id=user, secret=secret, claim=claim)
+        result = provision(board, POP, *WIFI, user_id=user, secret=secret, claim=claim)
         board.node_id = node_id
         board.external_key = factory["external_key"]
         assert result.node_id in (None, node_id)

@@ -9,9 +9,6 @@ import pytest
 from tools.cloud.client import call
 
 from tests.sim.phone import stored
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
-
-pytestmark = BLE_WORK_IN_IRQ
 
 MAPPED = re.compile(rb"user mapping delivered")
 

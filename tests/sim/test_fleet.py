@@ -3,9 +3,6 @@ powered on at once, provisioned over BLE by phones working side by side, mapped 
 bootstrapped onto one Mosquitto and sampling every second; after a window of streaming every
 board stops, and the cloud holds every reading each board took, once."""
 from tests.bench.fleet import ROW, duplicates_kept, in_window, lost, run_fleet
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
-
-pytestmark = BLE_WORK_IN_IRQ
 
 BOARDS = 5
 WINDOW_S = 15       # longer than the boards' 10 s flash batches: each one delivers in it

@@ -11,9 +11,6 @@ import re
 
 from tests.sim import backlog
 from tests.sim.test_streaming import LISTENING, device_status, wait_all_acknowledged
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
-
-pytestmark = BLE_WORK_IN_IRQ
 
 CAPACITY = 96 * 128
 FULL = re.compile(rb"outbox full: dropped (\d+) oldest readings \((\d+) in all\)")

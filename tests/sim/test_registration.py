@@ -11,12 +11,9 @@ import pytest
 from tools.cloud.local import LocalCloud
 
 from tests.sim.conftest import POP, WIFI, home_world
-from tests.sim.phone import provision_ble, stored
+from tests.sim.phone import ONBOARDING, provision, stored
 from tools.console import Console
 from tests.sim.terminal import command, type_
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
-
-pytestmark = BLE_WORK_IN_IRQ
 
 SERIAL = "74743827342"
 REGISTERED = re.compile(rb"registered: channel (\d+)\r\n")
@@ -44,7 +41,7 @@ def thermometer(new_board, cloud):
     def make(heap="100K"):
         world = home_world(cloud)
         factory = dict(cloud.registration_factory(), pop=POP, serial=SERIAL,
-                       prov={"sec": 1, "transports": ["ble"], "timeout_s": 600})
+                       prov={"sec": 1, "transports": [ONBOARDING], "timeout_s": 600})
         board = new_board(world=world, factory=factory, heap=heap)
         board.wait_for(b"provisioning open for", timeout=15)
         return board
@@ -63,7 +60,7 @@ def registered_channel(board, since=0, timeout=20):
 def test_key_at_the_terminal_then_wifi_then_registered(thermometer, cloud, homer):
     board = thermometer()
     assert "registration key stored: %s-********" % homer[:8] in set_key(board, homer)
-    provision_ble(board, POP, *WIFI)
+    provision(board, POP, *WIFI)
     channel = registered_channel(board)
     board.wait_for(b"write key accepted by ThingSpeak", timeout=10)
     # The cloud made the channel for this serial in Homer's organisation, and the board's
@@ -82,7 +79,7 @@ def test_key_at_the_terminal_then_wifi_then_registered(thermometer, cloud, homer
 
 def test_key_typed_while_online_registers_at_once(thermometer, cloud, homer):
     board = thermometer()
-    provision_ble(board, POP, *WIFI)
+    provision(board, POP, *WIFI)
     board.wait_for(b"app: online", timeout=10)
     mark = board.mark()
     set_key(board, homer)
@@ -93,7 +90,7 @@ def test_key_typed_while_online_registers_at_once(thermometer, cloud, homer):
 def test_unknown_key_then_the_right_one(thermometer, cloud, homer):
     board = thermometer()
     set_key(board, "ZZZZZZZZ-1JWORF43")
-    provision_ble(board, POP, *WIFI)
+    provision(board, POP, *WIFI)
     board.wait_for(b"HTTP 404: server does not know this registration key", timeout=15)
     assert cloud.registered(SERIAL) is None
     mark = board.mark()
@@ -105,7 +102,7 @@ def test_wrong_secret_half_stores_nothing(thermometer, cloud, homer):
     board = thermometer()
     wrong = homer[:9] + ("A" if homer[9] != "A" else "B") + homer[10:]
     set_key(board, wrong)
-    provision_ble(board, POP, *WIFI)
+    provision(board, POP, *WIFI)
     board.wait_for(b"answer failed authentication (wrong registration key, tampered or replayed)", timeout=15)
     command(board, "status", "registration: key %s-********, not registered yet" % homer[:8])
     assert stored(board, "registration")["done"] is False
@@ -115,7 +112,7 @@ def test_server_down_then_back(thermometer, cloud, homer):
     board = thermometer()
     set_key(board, homer)
     cloud.stop_http()
-    provision_ble(board, POP, *WIFI)
+    provision(board, POP, *WIFI)
     board.wait_for(b"no answer from the registration server", timeout=15)
     cloud.start_http()
     registered_channel(board, timeout=30)      # first retries: 2.5-5 s, then 5-10 s
@@ -124,7 +121,7 @@ def test_server_down_then_back(thermometer, cloud, homer):
 def test_rotated_write_key_makes_it_register_again(thermometer, cloud, homer):
     board = thermometer()
     set_key(board, homer)
-    provision_ble(board, POP, *WIFI)
+    provision(board, POP, *WIFI)
     channel = registered_channel(board)
     board.wait_for(b"write key accepted", timeout=10)
     new_key = cloud.rotate_write_key(channel)
@@ -168,7 +165,7 @@ def test_readings_reach_the_channel_once_through_server_errors_and_a_power_cut(t
     board.wait_for(b"provisioning open for", since=start, timeout=15)
     start = board.mark()        # (the firmware was interrupted: a KeyboardInterrupt before this)
     set_key(board, homer)
-    provision_ble(board, POP, *WIFI)
+    provision(board, POP, *WIFI)
     channel = registered_channel(board)
     first = wait_seqs(cloud, channel, 5, timeout=30)
     # The next writes meet a server error, an answer lost after the server stored the

@@ -10,9 +10,6 @@ import time
 import pytest
 
 from tests.sim.terminal import PROMPT, type_
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
-
-pytestmark = BLE_WORK_IN_IRQ
 
 # Commands sent before the device subscribed to its control channel are lost (clean session):
 # wait for this, not for "MQTT connected", before sending one.

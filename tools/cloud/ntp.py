@@ -38,7 +38,9 @@ class SNTPServer:
 
     @property
     def port(self):
-        return self.sock.getsockname()[1] if self.sock else None
+        """The port it serves on; while stopped, the one it will serve on again (None before the
+        first start): a stopped time server is a silent port, not a missing one."""
+        return self.sock.getsockname()[1] if self.sock else (self._want_port or None)
 
     def start(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
