@@ -79,6 +79,7 @@ def run(directory, heap="160K", seconds=0, say=print, echo=None, map_user=None, 
     (None: the host's speed, "esp32": an ESP32's, tools/sim/pace.py)."""
     from tools import deploy
     from tools.cloud.local import LocalCloud
+    from tools.prov import ProvError
     from tools.prov.client import Provisioner
     from tools.prov.transport import BleakTransport, HttpTransport
     from tools.sim.board import Board
@@ -129,13 +130,18 @@ def run(directory, heap="160K", seconds=0, say=print, echo=None, map_user=None, 
         else:
             say("the phone joins the board's PROV_ access point and provisions it over HTTP (security 1)")
             phone = HttpTransport("127.0.0.1", _softap_port(board))
-        with phone as t:
-            p = Provisioner(t, pop=POP, on_progress=lambda line: say("phone: " + line))
-            p.establish_session()
-            nets = ", ".join("%s (%d dBm)" % (e.ssid, e.rssi) for e in p.scan_wifi())
-            say("phone: Wi-Fi networks the board sees: " + nets)
-            result = p.provision(*WIFI, user_id=uid, secret=secret,
-                                 on_progress=lambda line: say("phone: " + line), poll=0.5)
+        try:
+            with phone as t:
+                p = Provisioner(t, pop=POP, on_progress=lambda line: say("phone: " + line))
+                p.establish_session()
+                nets = ", ".join("%s (%d dBm)" % (e.ssid, e.rssi) for e in p.scan_wifi())
+                say("phone: Wi-Fi networks the board sees: " + nets)
+                result = p.provision(*WIFI, user_id=uid, secret=secret,
+                                     on_progress=lambda line: say("phone: " + line), poll=0.5)
+        except ProvError as e:
+            hint = (" (BLE provisioning fails on an ESP32 until issue 19: docs/simulator.md, "
+                    "\"BLE IRQ context\")" if transport == "ble" else "")
+            raise DemoError("provisioning over %s failed: %s%s" % (transport, e, hint))
         say("provisioned: node %s on Wi-Fi with IP %s" % (result.node_id, result.ip))
         status = map_user(d / "cloud", node_id, secret, token)
         say("phone: the cloud says the mapping of node %s to %s is %s" % (node_id, user, status))

@@ -7,11 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_make_sim_tells_the_story_from_the_box_to_readings(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tools", "sim", "--dir", str(tmp_path), "--seconds", "20"],
+@pytest.mark.parametrize("transport", [None, pytest.param("ble", marks=BLE_WORK_IN_IRQ)],
+                         ids=["default", "ble"])
+def test_make_sim_tells_the_story_from_the_box_to_readings(tmp_path, transport):
+    r = subprocess.run([sys.executable, "-m", "tools", "sim", "--dir", str(tmp_path), "--seconds", "20"]
+                       + (["--transport", transport] if transport else []),
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
