@@ -20,25 +20,26 @@ def test_the_host_is_calibrated_against_the_esp32s_dhrystone_rate():
     assert pace.ESP32_PYSTONES / 2 < rate < pace.ESP32_PYSTONES * 2, (factor, rate)
 
 
-def test_work_is_slowed_by_the_factor_and_waits_are_not():
-    out = paced("""
+WORK = """
 import time
-def work():
-    t = time.ticks_ms()
-    n = 0
-    for i in range(20000):
-        n += i * i
-    return time.ticks_diff(time.ticks_ms(), t)
-import _simchip
-print(_simchip.pace())
-print(work())
+t = time.ticks_ms()
+n = 0
+for i in range(100000):
+    n += i * i
+print(time.ticks_diff(time.ticks_ms(), t))
+"""
+
+
+def test_work_is_slowed_by_the_factor_and_waits_are_not():
+    out = paced("import _simchip\nprint(_simchip.pace())\n" + WORK + """
 t = time.ticks_ms()
 time.sleep_ms(300)
 print(time.ticks_diff(time.ticks_ms(), t))
 """, 20)
     factor, work_ms, sleep_ms = out.split()
     assert float(factor) == 20.0
-    host_ms = int(paced("import time\nt = time.ticks_ms()\nn = 0\nfor i in range(20000):\n    n += i * i\n"
-                        "print(time.ticks_diff(time.ticks_ms(), t))", 1).strip())
+    # The work's time at host speed: the best of a few runs (a busy host only makes it look slower,
+    # and the pacer counts CPU time, not time spent waiting for a core).
+    host_ms = min(int(paced(WORK, 1)) for _ in range(5))
     assert int(work_ms) >= 10 * max(host_ms, 1), (work_ms, host_ms)
     assert 300 <= int(sleep_ms) < 450, "a wait is not CPU work: not stretched"
