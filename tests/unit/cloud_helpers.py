@@ -6,15 +6,13 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from tools.cloud import client
 from tools.cloud.broker import find_mosquitto
 
 
 def need_mosquitto():
-    if not find_mosquitto():
-        pytest.skip("mosquitto not installed (`make setup` installs it)")
+    assert find_mosquitto(), "mosquitto not installed (`make setup` installs it)"
 
 
 def start_cloud(directory, **kw):

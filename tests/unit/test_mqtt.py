@@ -1,6 +1,5 @@
 """lib/mqtt.py under the MicroPython unix port, against a real Mosquitto broker."""
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -9,14 +8,10 @@ import time
 import pytest
 
 from mpy import run_mpy
+from tools.cloud.broker import find_mosquitto, password_hash
 
 
 # ---------------------------------------------------------------- broker fixture
-
-def _which(name):
-    return shutil.which(name) or next(
-        (p for p in ("/usr/sbin/" + name, "/usr/bin/" + name) if os.path.exists(p)), None)
-
 
 def _free_port():
     with socket.socket() as s:
@@ -39,9 +34,8 @@ def _wait_port(port, proc, timeout=5.0):
 
 class Broker:
     def __init__(self, tmp):
-        exe = _which("mosquitto")
-        if not exe:
-            pytest.skip("mosquitto not installed (`make setup` installs it)")
+        exe = find_mosquitto()
+        assert exe, "mosquitto not installed (`make setup` installs it)"
         self.port = _free_port()
         self.auth_port = None
         self.log = tmp / "mosquitto.log"
@@ -49,22 +43,20 @@ class Broker:
         import pwd
         conf = ["user %s" % pwd.getpwuid(os.getuid()).pw_name, "per_listener_settings true", "log_dest file %s" % self.log, "log_type all",
                 "listener %d 127.0.0.1" % self.port, "allow_anonymous true"]
-        pw = _which("mosquitto_passwd")
-        if pw:
-            pwfile = tmp / "passwd"
-            subprocess.run([pw, "-b", "-c", str(pwfile), "node", "s3cret"], check=True,
-                           capture_output=True)
-            os.chmod(pwfile, 0o600)
-            self.auth_port = _free_port()
-            conf += ["listener %d 127.0.0.1" % self.auth_port, "allow_anonymous false",
-                     "password_file %s" % pwfile]
+        # The password file as the local cloud writes it (tools/cloud/broker.py), without
+        # mosquitto_passwd.
+        pwfile = tmp / "passwd"
+        pwfile.write_text("node:%s\n" % password_hash("s3cret"))
+        os.chmod(pwfile, 0o600)
+        self.auth_port = _free_port()
+        conf += ["listener %d 127.0.0.1" % self.auth_port, "allow_anonymous false",
+                 "password_file %s" % pwfile]
         cfg = tmp / "mosquitto.conf"
         cfg.write_text("\n".join(conf) + "\n")
         self.proc = subprocess.Popen([exe, "-c", str(cfg)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         _wait_port(self.port, self.proc)
-        if self.auth_port:
-            _wait_port(self.auth_port, self.proc)
+        _wait_port(self.auth_port, self.proc)
 
     def log_text(self):
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -290,8 +282,6 @@ await c.close()
 
 
 def test_bad_password_is_connack_error(broker):
-    if not broker.auth_port:
-        pytest.skip("mosquitto_passwd not installed")
     out = device("""
 for pw in ("wrong", "s3cret"):
     c = MQTTClient("dev-auth", "127.0.0.1", %d, user="node", password=pw, timeout=3)
@@ -509,10 +499,8 @@ def _make_certs(tmp):
 
 
 def test_tls_verified_connection(tmp_path):
-    pytest.importorskip("cryptography")
-    exe = _which("mosquitto")
-    if not exe:
-        pytest.skip("mosquitto not installed (`make setup` installs it)")
+    exe = find_mosquitto()
+    assert exe, "mosquitto not installed (`make setup` installs it)"
     import pwd
     ca_der, wrong_der = _make_certs(tmp_path)
     port = _free_port()
