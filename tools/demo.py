@@ -30,16 +30,6 @@ class DemoError(Exception):
     pass
 
 
-def _softap_port(board, timeout=20):
-    """Where the simulated board's SoftAP HTTP server listens, once it does."""
-    deadline = time.monotonic() + timeout
-    while board.softap_port is None:
-        if time.monotonic() > deadline:
-            raise DemoError("the board's SoftAP provisioning server never came up")
-        time.sleep(0.05)
-    return board.softap_port
-
-
 def sparkline(values, width=40):
     """The last `width` values as a bar of block characters, scaled to their own range."""
     values = values[-width:]
@@ -129,7 +119,10 @@ def run(directory, heap="160K", seconds=0, say=print, echo=None, map_user=None, 
             phone = BleakTransport(board.ble_address, air=board.ble_air)
         else:
             say("the phone joins the board's PROV_ access point and provisions it over HTTP (security 1)")
-            phone = HttpTransport("127.0.0.1", _softap_port(board))
+            try:
+                phone = HttpTransport("127.0.0.1", board.wait_softap(20))
+            except TimeoutError as e:
+                raise DemoError(str(e))
         try:
             with phone as t:
                 p = Provisioner(t, pop=POP, on_progress=lambda line: say("phone: " + line))

@@ -6,7 +6,6 @@ Prints {"port": N} once the board serves provisioning; stops (printing its conso
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -27,9 +26,7 @@ with tempfile.TemporaryDirectory() as d:
                   connect_time=0.3)
     board = Board(image, world=world, heap="144K" if sec == 2 else "100K").start()
     board.wait_for(b"provisioning open", timeout=20)
-    while board.softap_port is None:
-        time.sleep(0.05)
-    print(json.dumps({"port": board.softap_port}), flush=True)
+    print(json.dumps({"port": board.wait_softap(20)}), flush=True)
     sys.stdin.read()
     print(bytes(board.out).decode())
     board.stop()

@@ -13,7 +13,7 @@ from tools.prov.factory import sec2_factory
 from tools.sim.board import Board, heap_bytes
 
 from tests.sim.conftest import POP, WIFI, home_world
-from tests.sim.phone import provision_ble
+from tests.sim.phone import provision
 
 SRP = sec2_factory(POP)
 READINGS = 6                         # streamed and stored by the cloud before the streaming phase ends
@@ -80,8 +80,8 @@ def live(cloud, workdir, image_template, heap, sec, n, watch=True):
         for name, line, timeout in PHASES:
             try:
                 if name == "provisioning":
-                    provision_ble(board, POP if sec == 1 else None, *WIFI, user_id="owner",
-                                  secret="s3cret", password=POP if sec == 2 else None)
+                    provision(board, POP if sec == 1 else None, *WIFI, user_id="owner",
+                              secret="s3cret", password=POP if sec == 2 else None, transport="ble")
                 if name == "streaming":
                     ends.append(_stream(cloud, board, node, timeout))
                 else:

@@ -1,7 +1,6 @@
 """What the tests' phone does: provision over BLE (bleak on the Bumble backend, in the board's
 room), find a board's SoftAP server, peek at its store."""
 import asyncio
-import time
 
 from tools.console import Console
 from tools.prov.client import Provisioner
@@ -31,31 +30,19 @@ def advertisements(board, timeout=1.0):
 ONBOARDING = "softap"
 
 
-def provision_ble(board, pop, ssid, passphrase, password=None, **kw):
-    """Provision the board over simulated BLE once its window is open; the provisioning result.
-    pop: security 1's proof of possession; password: security 2's."""
+def provision(board, pop, ssid, passphrase, password=None, transport=ONBOARDING, **kw):
+    """Provision the board once its window is open, over `transport` ("ble" or "softap"; its
+    factory config must offer it); the provisioning result. pop: security 1's proof of
+    possession; password: security 2's."""
     board.wait_for(b"provisioning open for", timeout=15)
-    with ble(board) as t:
-        return Provisioner(t, pop=pop, password=password).provision(
-            ssid, passphrase, on_progress=lambda line: None, poll=0.1, **kw)
-
-
-def provision(board, pop, ssid, passphrase, password=None, **kw):
-    """Onboard the board over ONBOARDING (its factory config must offer that transport)."""
-    if ONBOARDING == "ble":
-        return provision_ble(board, pop, ssid, passphrase, password, **kw)
-    board.wait_for(b"provisioning open for", timeout=15)
-    with softap(board) as t:
+    with ble(board) if transport == "ble" else softap(board) as t:
         return Provisioner(t, pop=pop, password=password).provision(
             ssid, passphrase, on_progress=lambda line: None, poll=0.1, **kw)
 
 
 def softap(board, timeout=10):
     """An HTTP transport to the board's SoftAP provisioning server, once it listens."""
-    deadline = time.monotonic() + timeout
-    while board.softap_port is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return HttpTransport("127.0.0.1", board.softap_port)
+    return HttpTransport("127.0.0.1", board.wait_softap(timeout))
 
 
 def stored(board, record):

@@ -1,15 +1,14 @@
 """The chip's clock is an ESP32's RTC: 2000-01-01 at power on until set, and mbedTLS checks
 certificate dates against it (docs/simulator.md, "Clock")."""
 import ssl
-import subprocess
 import threading
 import time
 
 import pytest
 
+from mpy import run_mpy
 from tools.cloud.pki import PKI
 from tools.sim.air import listen_local
-from tools.sim.board import chip_env, micropython_binary
 
 UNIX_2000 = 946684800
 YEAR = 365 * 24 * 3600
@@ -20,12 +19,7 @@ def on_chip(code, board_time=None):
     as at power on. The supervisor passes the clock the same way (ROOST_CLOCK_BASE_US)."""
     now_us = time.time_ns() // 1000
     board_us = ((board_time or UNIX_2000) - UNIX_2000) * 1_000_000
-    env = chip_env(ROOST_CLOCK_BASE_US=str(now_us - board_us))
-    env.pop("MICROPYPATH")
-    r = subprocess.run([micropython_binary(), "-X", "heapsize=200K", "-c", code], env=env,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+    return run_mpy(code, heap="200K", path=(), env={"ROOST_CLOCK_BASE_US": str(now_us - board_us)})
 
 
 def test_the_clock_reads_2000_at_power_on_and_runs_from_what_rtc_set():

@@ -1,15 +1,11 @@
 """ESP32 pace: the chip can run at an ESP32's speed (tools/sim/pace.py, esp32_pace.c)."""
-import subprocess
-
+from mpy import run_mpy
 from tools.sim import pace
-from tools.sim.board import chip_env, micropython_binary
+from tools.sim.board import micropython_binary
 
 
 def paced(code, factor):
-    env = chip_env(ROOST_PACE=str(factor))
-    r = subprocess.run([micropython_binary(), "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+    return run_mpy(code, path=(), env={"ROOST_PACE": str(factor)}, timeout=120)
 
 
 def test_the_host_is_calibrated_against_the_esp32s_dhrystone_rate():

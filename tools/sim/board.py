@@ -214,6 +214,15 @@ class Board:
         with self.out_cond:
             return len(self.out)
 
+    def wait_softap(self, timeout=10.0):
+        """The port of the board's SoftAP HTTP server once it listens (TimeoutError if it does not)."""
+        deadline = time.monotonic() + timeout
+        while self.softap_port is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the board's SoftAP HTTP server did not come up within %g s" % timeout)
+            time.sleep(0.05)
+        return self.softap_port
+
     def wait_for(self, pattern, timeout=10.0, since=0):
         """Wait until the console shows `pattern` (literal bytes/str, or a compiled bytes regex)."""
         if isinstance(pattern, str):
