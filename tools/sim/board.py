@@ -447,6 +447,8 @@ class Board:
                 return {"value": r.channel(iface)}
             if key == "reconnects" and iface == 0:
                 return {"value": r.reconnects - 1 if r.reconnects else -1}
+            if iface == 0 and key in r.sta_config:
+                return {"value": r.sta_config[key]}
             if key in r.ap_config:
                 return {"value": r.ap_config[key]}
             raise OSError(22, "unknown config param")

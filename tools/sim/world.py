@@ -116,6 +116,7 @@ class Radio:
         # its count of automatic reconnections since connect() (network_wlan.c:156).
         self.reconnects = 0
         self.attempts = 0
+        self.sta_config = {}
         self.lock = threading.RLock()
 
     # -- the state machine, advanced lazily whenever the chip asks --------------------------
@@ -256,10 +257,11 @@ class Radio:
 
     def configure_sta(self, values):
         for k, v in values.items():
-            if k != "reconnects":
-                raise DriverError("unknown config param")
-            # -1: for ever (0 here); n: n reconnections after the first attempt (network_wlan.c:608)
-            self.reconnects = 0 if v == -1 else v + 1
+            if k == "reconnects":
+                # -1: for ever (0 here); n: n reconnections after the first attempt (network_wlan.c:608)
+                self.reconnects = 0 if v == -1 else v + 1
+            else:
+                self.sta_config[k] = v      # pm, txpower, ...: kept, read back by config(k)
 
     def iface_mac(self, iface):
         mac = bytearray(self.mac)
