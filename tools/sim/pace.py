@@ -3,7 +3,7 @@
 The chip runs MicroPython 50-100x faster than an ESP32 at 240 MHz. calibrate() measures the host:
 the chip runs Weicker's Dhrystone (tools/sim/chip/dhrystone.py, the program pystone is) and the
 factor is its rate over the ESP32's published one, ESP32_PYSTONES. A chip started with
-ROOST_PACE=<factor> then sleeps whenever it runs ahead (tools/sim/chip/esp32/esp32_pace.c).
+ROOST_PACE=<factor> then waits (spinning) whenever it runs ahead (tools/sim/chip/esp32/esp32_pace.c).
 """
 import os
 import subprocess
@@ -34,7 +34,7 @@ def calibrate(binary):
     """The factor that brings this host's chip to an ESP32's speed. First the host's rate (the
     best of a few runs: a busy host only looks slower) over the ESP32's; then the chip is run at
     that factor and the factor corrected by what it measured, because work interleaved with the
-    pacer's sleeps runs slower than work alone (esp32_pace.c)."""
+    pacer's waits runs slower than work alone (esp32_pace.c)."""
     with _lock:
         if binary not in _factors:
             first = max(1.0, max(stones(binary) for _ in range(_ROUNDS)) / ESP32_PYSTONES)
