@@ -8,16 +8,10 @@ import time
 import pytest
 
 from mpy import run_mpy
-from tools.cloud.broker import find_mosquitto, password_hash
+from tools.cloud.broker import find_mosquitto, free_port, password_hash
 
 
 # ---------------------------------------------------------------- broker fixture
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _wait_port(port, proc, timeout=5.0):
     end = time.monotonic() + timeout
@@ -36,7 +30,7 @@ class Broker:
     def __init__(self, tmp):
         exe = find_mosquitto()
         assert exe, "mosquitto not installed (`make setup` installs it)"
-        self.port = _free_port()
+        self.port = free_port()
         self.auth_port = None
         self.log = tmp / "mosquitto.log"
         # As root, mosquitto would drop to user "mosquitto", which cannot read our temp files.
@@ -48,7 +42,7 @@ class Broker:
         pwfile = tmp / "passwd"
         pwfile.write_text("node:%s\n" % password_hash("s3cret"))
         os.chmod(pwfile, 0o600)
-        self.auth_port = _free_port()
+        self.auth_port = free_port(avoid=(self.port,))
         conf += ["listener %d 127.0.0.1" % self.auth_port, "allow_anonymous false",
                  "password_file %s" % pwfile]
         cfg = tmp / "mosquitto.conf"
@@ -503,7 +497,7 @@ def test_tls_verified_connection(tmp_path):
     assert exe, "mosquitto not installed (`make setup` installs it)"
     import pwd
     ca_der, wrong_der = _make_certs(tmp_path)
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path / "tls.conf"
     cfg.write_text("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\ncafile %s\n"
                    "certfile %s\nkeyfile %s\n" % (pwd.getpwuid(os.getuid()).pw_name, port,

@@ -45,10 +45,15 @@ def password_hash(password, salt=None, iterations=101):
     return "$7$%d$%s$%s" % (iterations, base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
 
 
-def free_port(host="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_port(host="127.0.0.1", avoid=()):
+    """A TCP port nothing listens on now, and none of `avoid`: the kernel may hand out the same
+    ephemeral port to two binds in a row, and Mosquitto refuses two listeners on one port."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def _mqtt_str(b):
@@ -123,7 +128,8 @@ class Broker:
                 raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
             self.dir.mkdir(parents=True, exist_ok=True)
             self.plain_port = self.plain_port or free_port()
-            self.tls_port = self.tls_port or free_port("127.0.0.1" if self.bind == "0.0.0.0" else self.bind)
+            self.tls_port = self.tls_port or free_port("127.0.0.1" if self.bind == "0.0.0.0" else self.bind,
+                                                       avoid=(self.plain_port,))
             self._write_files()
             self._write_conf()
             with open(self.log_path, "ab") as log:
