@@ -2,6 +2,7 @@
 # the committed namespaces in a file beside the flash image; uncommitted changes
 # live in this process and die with it, as they do at a real reset.
 import _air
+import _simchip
 
 HEAP_DATA = 4
 HEAP_EXEC = 1
@@ -64,5 +65,9 @@ class NVS:
 
 
 def idf_heap_info(capabilities):
-    # No IDF heap in the simulator: report one region so callers' arithmetic works.
-    return [(327680, 200000, 110592, 190000)]
+    # The simulated IDF heap's data regions (tools/sim/chip/esp32/esp32_ram.c), internal then
+    # PSRAM: (total, free, largest free block, least free since boot) each. Executable (IRAM)
+    # regions are not simulated: HEAP_EXEC alone answers [].
+    if not capabilities & HEAP_DATA:
+        return []
+    return _simchip.idf_heap(False) + _simchip.idf_heap(True)

@@ -26,6 +26,30 @@ AUTH_WPA2_PSK = const(3)
 AUTH_WPA_WPA2_PSK = const(4)
 
 
+# The Wi-Fi driver's memory in the IDF heap (tools/sim/chip/esp32/esp32_ram.c; the spec's section
+# 5): esp_wifi_init() takes about 28 KB the first time a WLAN is made (network_wlan.c:249) and
+# keeps it, as MicroPython never deinitialises the driver; esp_wifi_start() takes its buffers
+# while any interface is active, to about 44 KB in all (a station in use 35-55 KB, a SoftAP
+# about 44 KB). Short of memory, the driver's ESP_ERR_NO_MEM is "WiFi Out of Memory"
+# (network_common.c:81).
+_WIFI_INIT_BYTES = const(28 * 1024)
+_WIFI_RUNNING_BYTES = const(16 * 1024)
+_wifi = {"init": 0, "running": 0, "modes": 0}   # IDF heap handles; active interfaces (bit per if)
+
+
+def _idf_take(key, n):
+    if not _wifi[key]:
+        h = _simchip.idf_take(n)
+        if not h:
+            raise OSError("WiFi Out of Memory")
+        _wifi[key] = h
+
+
+def _idf_give(key):
+    _simchip.idf_give(_wifi[key])
+    _wifi[key] = 0
+
+
 def hostname(name=None):
     if name is None:
         return _air.call("wlan", iface=0, fn="hostname")["value"]
@@ -37,6 +61,7 @@ class WLAN:
     IF_AP = const(1)
 
     def __init__(self, interface_id=0):
+        _idf_take("init", _WIFI_INIT_BYTES)
         self._if = interface_id
 
     def _call(self, fn, **kw):
@@ -45,7 +70,14 @@ class WLAN:
     def active(self, is_active=None):
         if is_active is None:
             return self._call("active")
+        bit = 1 << self._if
+        modes = _wifi["modes"] | bit if is_active else _wifi["modes"] & ~bit
+        if modes:
+            _idf_take("running", _WIFI_RUNNING_BYTES)
         self._call("active", value=bool(is_active))
+        _wifi["modes"] = modes
+        if not modes:
+            _idf_give("running")
 
     def connect(self, ssid=None, key=None, *, bssid=None):
         if not self.active():

@@ -29,6 +29,7 @@
 #include "py/runtime.h"
 #include "py/cstack.h"
 #include "py/mpthread.h"
+#include "py/mperrno.h"
 
 #define SIM_NIMBLE_TASK_STACK (6144)
 #define SIM_IRQ_STACK_ON_XTENSA (SIM_NIMBLE_TASK_STACK - 1024 - 1024)
@@ -81,25 +82,34 @@ void sim_gil_release(const char *what) {
 }
 
 // lwIP's socket table: at most CONFIG_LWIP_MAX_SOCKETS open at once; the next socket() or
-// accept() fails with ENFILE (lwip sockets.c alloc_socket). Sockets made while the air line is
-// busy are the simulator's and do not count.
+// accept() fails with ENFILE (lwip sockets.c alloc_socket). Each socket's memory comes from the
+// IDF heap (esp32_ram.c); without it the call fails with ENOBUFS. Sockets made while the air
+// line is busy are the simulator's and do not count.
 #define SIM_LWIP_MAX_SOCKETS (10)
 static int sim_sockets_open;
 
 int sim_socket_free(void) {
-    return sim_irq_state.line || sim_sockets_open < SIM_LWIP_MAX_SOCKETS;
+    if (sim_irq_state.line) {
+        return 0;
+    }
+    if (sim_sockets_open >= SIM_LWIP_MAX_SOCKETS) {
+        return MP_ENFILE;
+    }
+    return sim_lwip_socket_room() ? 0 : MP_ENOBUFS;
 }
 
-int sim_socket_take(void) {
+uint32_t sim_socket_take(void) {
     if (sim_irq_state.line) {
         return 0;
     }
     sim_sockets_open += 1;
-    return 1;
+    uint32_t h = sim_lwip_socket_take();
+    return h ? h : SIM_SOCKET_UNCHARGED;   // (sim_socket_free() saw room: not reached)
 }
 
-void sim_socket_give(void) {
+void sim_socket_give(uint32_t handle) {
     sim_sockets_open -= 1;
+    sim_lwip_socket_give(handle);
 }
 
 // _simchip.gil_release(name): what a shim calls where the ESP32's C code releases the GIL.
@@ -135,6 +145,10 @@ static MP_DEFINE_CONST_FUN_OBJ_0(simchip_irq_stack_obj, simchip_irq_stack);
 
 extern const mp_obj_fun_builtin_fixed_t simchip_set_clock_obj;   // esp32_clock.c
 extern const mp_obj_fun_builtin_fixed_t simchip_pace_obj;        // esp32_pace.c
+extern const mp_obj_fun_builtin_fixed_t simchip_idf_take_obj;    // esp32_ram.c
+extern const mp_obj_fun_builtin_fixed_t simchip_idf_give_obj;
+extern const mp_obj_fun_builtin_fixed_t simchip_idf_heap_obj;
+extern const mp_obj_fun_builtin_fixed_t simchip_ram_obj;
 
 static const mp_rom_map_elem_t simchip_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__simchip) },
@@ -144,6 +158,10 @@ static const mp_rom_map_elem_t simchip_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_sockets), MP_ROM_PTR(&simchip_sockets_obj) },
     { MP_ROM_QSTR(MP_QSTR_set_clock), MP_ROM_PTR(&simchip_set_clock_obj) },
     { MP_ROM_QSTR(MP_QSTR_pace), MP_ROM_PTR(&simchip_pace_obj) },
+    { MP_ROM_QSTR(MP_QSTR_idf_take), MP_ROM_PTR(&simchip_idf_take_obj) },
+    { MP_ROM_QSTR(MP_QSTR_idf_give), MP_ROM_PTR(&simchip_idf_give_obj) },
+    { MP_ROM_QSTR(MP_QSTR_idf_heap), MP_ROM_PTR(&simchip_idf_heap_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ram), MP_ROM_PTR(&simchip_ram_obj) },
 };
 static MP_DEFINE_CONST_DICT(simchip_globals, simchip_globals_table);
 

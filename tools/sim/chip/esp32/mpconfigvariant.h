@@ -79,12 +79,17 @@ extern sim_irq_state_t sim_irq_state;
 
 // lwIP's sockets: CONFIG_LWIP_MAX_SOCKETS (10, IDF's default, kept by ESP32_GENERIC). The air
 // line's own socket is not one of them (esp32_rules.c).
-int sim_socket_free(void);
-int sim_socket_take(void);
-void sim_socket_give(void);
+#include <stdint.h>
+int sim_socket_free(void);          // 0, or the errno socket()/accept() fails with
+uint32_t sim_socket_take(void);     // the socket's memory in the IDF heap (esp32_ram.c), 0: not lwIP's
+void sim_socket_give(uint32_t handle);
 #define MICROPY_SIM_SOCKET_FREE() sim_socket_free()
 #define MICROPY_SIM_SOCKET_TAKE() sim_socket_take()
-#define MICROPY_SIM_SOCKET_GIVE() sim_socket_give()
+#define MICROPY_SIM_SOCKET_GIVE(handle) sim_socket_give(handle)
+uint32_t sim_lwip_socket_take(void);
+void sim_lwip_socket_give(uint32_t group);
+int sim_lwip_socket_room(void);
+#define SIM_SOCKET_UNCHARGED (1)    // esp32_ram.c's SIM_UNPOOLED
 
 // mbedTLS reads the board's clock (esp32_clock.c), as the ESP32 port's platform_mbedtls_time()
 // does (esp32/main.c:94): certificate dates are checked against it.
@@ -104,3 +109,19 @@ void sim_pace_tick(void);
 }
 #define MICROPY_VM_HOOK_LOOP MICROPY_VM_HOOK_POLL
 #define MICROPY_VM_HOOK_RETURN MICROPY_VM_HOOK_POLL
+
+// RAM as on ESP32_GENERIC (esp32_ram.c): the GC heap starts at -X heapsize and grows into the
+// IDF's heap (esp32/mpconfigport.h:89-90), which NimBLE, Wi-Fi, lwIP and mbedTLS share.
+#define MICROPY_GC_SPLIT_HEAP (1)
+#define MICROPY_GC_SPLIT_HEAP_AUTO (1)
+void *sim_idf_malloc(size_t n);
+void *sim_idf_calloc(size_t nmemb, size_t size);
+void sim_idf_free(void *ptr);
+#define MP_PLAT_ALLOC_HEAP(size) sim_idf_malloc(size)
+#define MP_PLAT_FREE_HEAP(ptr) sim_idf_free(ptr)
+#define MICROPY_SIM_MBEDTLS_CALLOC sim_idf_calloc
+#define MICROPY_SIM_MBEDTLS_FREE sim_idf_free
+int sim_nimble_take(void);
+void sim_nimble_give(void);
+#define MICROPY_SIM_NIMBLE_TAKE() sim_nimble_take()
+#define MICROPY_SIM_NIMBLE_GIVE() sim_nimble_give()
