@@ -49,15 +49,16 @@ def firmware_image(tmp_path_factory):
 def new_board(tmp_path, firmware_image, request):
     """Factory: a simulated board fresh out of the box with the firmware on it, powered on.
 
-    new_board(world=World(...), heap="100K", image=None, factory={...}) -> started Board;
-    all stopped at teardown. `factory` is the factory config written at manufacture.
+    new_board(world=World(...), image=None, factory={...}, ram="esp32", heap=None) -> started Board;
+    all stopped at teardown. `factory` is the factory config written at manufacture. The board's
+    RAM is an ESP32_GENERIC's (tools/sim/chip/esp32/esp32_ram.c) unless `heap` fixes it.
     """
     import shutil
     from tools import deploy
     from tools.sim.board import Board
     boards = []
 
-    def make(world=None, heap="100K", image=None, factory=None, **kw):
+    def make(world=None, image=None, factory=None, **kw):
         image = image or firmware_image
         flash = tmp_path / ("board%d.img" % len(boards))
         shutil.copyfile(image, flash)
@@ -65,7 +66,7 @@ def new_board(tmp_path, firmware_image, request):
             shutil.copyfile(deploy.romfs_path(image), deploy.romfs_path(flash))
         if factory is not None:
             deploy.factory_to_image(flash, factory, log=lambda line: None)
-        b = Board(flash, heap=heap, world=world, **kw)
+        b = Board(flash, world=world, **kw)
         boards.append(b)
         return b.start()
     yield make

@@ -34,7 +34,7 @@ def cmd_board(args):
     from tools.sim.board import Board
     from tools.sim.world import World
     world = World.load(args.world) if args.world else World()
-    board = Board(args.flash, heap=args.heap, world=world, micropython=args.micropython,
+    board = Board(args.flash, ram=args.ram, heap=args.heap, world=world, micropython=args.micropython,
                   console_port=args.console_port, pace=args.pace,
                   mac=bytes.fromhex(args.mac) if args.mac else None)
 
@@ -99,7 +99,7 @@ def cmd_sim(args):
     def map_user(cloud_dir, node_id, secret, token):
         return _cloud_map(argparse.Namespace(dir=str(cloud_dir)), node_id, secret, token, poll=0.2)
     try:
-        demo.run(args.dir, heap=args.heap, seconds=args.seconds, echo=console, map_user=map_user,
+        demo.run(args.dir, ram=args.ram, heap=args.heap, seconds=args.seconds, echo=console, map_user=map_user,
                  say=lambda line: print("roost sim: " + line, flush=True),
                  transport=args.transport or demo.TRANSPORT, pace=args.pace)
     except demo.DemoError as e:
@@ -327,13 +327,18 @@ def cmd_cloud_map(args):
 
 
 def parser():
+    from tools.sim.board import RAM_PROFILES
     p = argparse.ArgumentParser(prog="roost", description=__doc__.splitlines()[0])
     p.add_argument("--verbose", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     b = sub.add_parser("board", help="run one simulated board until stopped; prints its ports as JSON")
     b.add_argument("--flash", required=True, help="flash image file (created blank if missing)")
-    b.add_argument("--heap", default="100K", help="MicroPython heap size (default 100K)")
+    b.add_argument("--ram", choices=RAM_PROFILES, default="esp32",
+                   help="the chip's RAM: esp32 (ESP32_GENERIC, no PSRAM: a 56K GC heap that grows into the "
+                        "IDF heap shared with BLE, Wi-Fi and TLS) or psram (4 MB of PSRAM); default esp32")
+    b.add_argument("--heap", default=None,
+                   help="a fixed GC heap instead (e.g. 100K) and an IDF heap that never runs out: experiments")
     b.add_argument("--pace", default=None,
                    help="'esp32': run at an ESP32's speed (calibrated on this host), or a slow-down "
                         "factor; default: the host's speed")
@@ -345,9 +350,8 @@ def parser():
 
     s = sub.add_parser("sim", help="the product demo on a simulated board (what `make sim` runs)")
     s.add_argument("--dir", default=".sim", help="working folder for images and logs")
-    s.add_argument("--heap", default="160K",
-                   help="MicroPython heap size of the board (default 160K: TLS MQTT, registering and "
-                        "ThingSpeak at once need it on this 64-bit simulator, whose mbedTLS shares the heap)")
+    s.add_argument("--ram", choices=RAM_PROFILES, default="esp32", help="the board's RAM (as `roost board`)")
+    s.add_argument("--heap", default=None, help="a fixed GC heap instead (as `roost board`)")
     s.add_argument("--seconds", type=float, default=0,
                    help="seconds of live readings, then stop (default: until Ctrl-C)")
     s.add_argument("--transport", choices=("softap", "ble"), default=None,

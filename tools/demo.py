@@ -61,10 +61,11 @@ class _Room:
             self.world.temperature = 21.5 + 2.0 * math.sin(t / 20.0) + 0.15 * math.sin(t * 1.7)
 
 
-def run(directory, heap="160K", seconds=0, say=print, echo=None, map_user=None, transport=TRANSPORT,
+def run(directory, ram="esp32", heap=None, seconds=0, say=print, echo=None, map_user=None, transport=TRANSPORT,
         pace=None):
     """The story; `seconds` of live readings at the end (0: until Ctrl-C or SIGTERM).
     map_user(cloud_dir, node_id, secret, token) -> mapping status (the phone app's half).
+    ram, heap: the board's RAM profile, or a fixed heap (tools/sim/board.py);
     transport: "softap" or "ble", how the phone provisions the board; pace: the board's
     (None: the host's speed, "esp32": an ESP32's, tools/sim/pace.py)."""
     from tools import deploy
@@ -101,9 +102,10 @@ def run(directory, heap="160K", seconds=0, say=print, echo=None, map_user=None, 
         world = World(aps=[AccessPoint(*WIFI, rssi=-48), AccessPoint("neighbours", "not yours", rssi=-77)],
                       services=cloud.world_services())
         room = _Room(world)
-        board = Board(image, heap=heap, world=world, echo=echo, mac=mac, pace=pace).start()
-        say("board up (heap %s%s); its serial console is shown with '  |', and is on socket://127.0.0.1:%d "
-            "(mpremote connect ...)" % (heap, ", at ESP32 pace: %.0fx slower than this host" % board.pace
+        board = Board(image, ram=ram, heap=heap, world=world, echo=echo, mac=mac, pace=pace).start()
+        say("board up (%s%s); its serial console is shown with '  |', and is on socket://127.0.0.1:%d "
+            "(mpremote connect ...)" % ("a fixed %s heap" % heap if heap else "RAM of an ESP32_GENERIC" + (
+                " with PSRAM" if ram == "psram" else ", no PSRAM"), ", at ESP32 pace: %.0fx slower than this host" % board.pace
                                         if board.pace else "", board.console.port))
         board.wait_for(b"provisioning open", timeout=60 if board.pace else 20)
         say("a person types the organisation's registration key at the board's serial console")

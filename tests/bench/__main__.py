@@ -13,7 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
-HOST = ("footprint", "boot", "heap", "provisioning", "cloud", "registration", "telemetry", "crypto", "pace",
+HOST = ("footprint", "boot", "ram", "heap", "provisioning", "cloud", "registration", "telemetry", "crypto", "pace",
         "fleet")
 LINE = re.compile(r"^(.+?):?\s+([-\d.]+)\s*(\S*)\s*$")   # "name: value unit" or "name value"
 

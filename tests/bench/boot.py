@@ -36,7 +36,7 @@ def run(rows, cycles=20):
         finally:
             board.stop()
     rows.append(("boot: power-on to banner (median of %d)" % cycles, "%.0f" % statistics.median(times), "ms"))
-    rows.append(("boot: heap free at banner (heap 100K)", "%d" % min(free), "B"))
+    rows.append(("boot: gc.mem_free() at banner (free + largest IDF block)", "%d" % min(free), "B"))
     rows.append(("boot: heap allocated at banner", "%d" % max(alloc), "B"))
     rows.append(("boot: of which the simulator's shims and REPL", "%d" % baseline, "B"))
     rows.append(("boot: of which the firmware", "%d" % (max(alloc) - baseline), "B"))

@@ -16,7 +16,7 @@ from tools.sim.world import AccessPoint, World
 
 from tests.sim.phone import ble
 
-from tests.bench.table import print_table
+from tests.bench.table import run_alone
 
 CONNECTED = re.compile(rb"MQTT connected to \S+ \(TLS\) as \S+, heap free (\d+)\r\n")
 ONLINE = re.compile(rb"(\d+) INFO app: online")
@@ -27,7 +27,7 @@ def _api(cloud, method, path, token, body=None):
     return call(cloud.http_url, method, path, body, token, timeout=5)[1]
 
 
-def run(rows, runs=5, heaps=("128K",)):
+def run(rows, runs=5, rams=("esp32",)):
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         cloud = LocalCloud(d / "cloud").start()
@@ -36,19 +36,19 @@ def run(rows, runs=5, heaps=("128K",)):
             token = cloud.login("bench", "pw")
             template = d / "t.img"
             deploy.to_image(template, mpy=True, log=lambda line: None)
-            for heap in heaps:
+            for ram in rams:
                 confirm, chip, free = [], [], []
                 for i in range(runs):
-                    mac = bytes.fromhex("24a16000%s%02x" % (heap[:2], i))
+                    mac = bytes.fromhex("24a160%02x%02x%02x" % (rams.index(ram), runs, i))
                     node = mac.hex().upper()
                     cloud.add_device(node)
-                    image = d / ("b%s%d.img" % (heap, i))
+                    image = d / ("b%s%d.img" % (ram, i))
                     image.write_bytes(template.read_bytes())
                     factory = dict(cloud.factory_for(node), pop="abcd1234")
                     deploy.factory_to_image(image, factory, log=lambda line: None)
                     world = World(aps=[AccessPoint("home", "right horse battery")], connect_time=0.3,
                                   services=cloud.world_services())
-                    board = Board(image, world=world, heap=heap, mac=mac).start()
+                    board = Board(image, world=world, ram=ram, mac=mac).start()
                     try:
                         board.wait_for(b"provisioning open", timeout=15)
                         secret = "secret-%d" % i
@@ -70,17 +70,15 @@ def run(rows, runs=5, heaps=("128K",)):
                         chip.append(int(board.wait_for(MAPPED, timeout=1).group(1)) - on)
                     finally:
                         board.stop()
-                rows.append(("cloud: Wi-Fi connected to mapping confirmed, heap %s (median of %d)"
-                             % (heap, runs), "%.0f" % statistics.median(confirm), "ms"))
-                rows.append(("cloud: on the chip, online to mapping PUBACK, heap %s (median)" % heap,
+                rows.append(("cloud: Wi-Fi connected to mapping confirmed, RAM %s (median of %d)"
+                             % (ram, runs), "%.0f" % statistics.median(confirm), "ms"))
+                rows.append(("cloud: on the chip, online to mapping PUBACK, RAM %s (median)" % ram,
                              "%d" % statistics.median(chip), "ms"))
-                rows.append(("cloud: free heap with TLS MQTT connected, heap %s (lowest)" % heap,
+                rows.append(("cloud: gc.mem_free() with TLS MQTT connected, RAM %s (lowest)" % ram,
                              "%d" % min(free), "B"))
         finally:
             cloud.stop()
 
 
 if __name__ == "__main__":
-    out = []
-    run(out)
-    print_table(out)
+    run_alone(run)

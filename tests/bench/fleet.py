@@ -59,7 +59,6 @@ from tests.sim.phone import provision
 from tests.sim.test_cloud import api, map_request
 from tests.sim.test_streaming import LISTENING
 
-HEAP = "128K"                   # as the streaming tests' boards
 WINDOW_S = 30
 INTERVAL_S = 1
 # Boards onboarded at a time. With the real Bluetooth stack (NimBLE on every chip, Bumble
@@ -120,11 +119,10 @@ class Fleet:
     """N boards from one firmware image in `directory`, each known to `cloud`, all in one room
     (one World: one access point, the cloud's services), owned by one user."""
 
-    def __init__(self, directory, cloud, size, heap=HEAP, phones=None, log=None):
+    def __init__(self, directory, cloud, size, phones=None, log=None):
         self.dir = Path(directory)
         self.cloud = cloud
         self.size = size
-        self.heap = heap
         self.phones = min(size, phones or PHONES_PER_CORE * (os.cpu_count() or 2))
         self.log = log or (lambda line: None)
         self.owner = cloud.add_user("fleet-owner@example.com", "pw")
@@ -146,7 +144,7 @@ class Fleet:
             self.cloud.add_device(node_id)
             image = self.dir / ("%s.img" % node_id)
             shutil.copyfile(template, image)
-            board = Board(image, world=self.world, heap=self.heap, mac=mac)
+            board = Board(image, world=self.world, mac=mac)
             self.nodes.append(Node(board, node_id, secret="secret-%s" % node_id))
         with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
             list(pool.map(self._write_factory_config, self.nodes))
@@ -352,14 +350,14 @@ def figures(fleet, meter, cpu):
     return rows
 
 
-def run_fleet(directory, boards, window=WINDOW_S, phones=None, heap=HEAP, log=None):
+def run_fleet(directory, boards, window=WINDOW_S, phones=None, log=None):
     """The whole story in `directory`: (rows, the fleet), the fleet stopped and its cloud too.
     Raises FleetError if a board does not onboard or stop."""
     open_files_for(boards)
     cloud = LocalCloud(Path(directory) / "cloud").start()
     fleet = meter = None
     try:
-        fleet = Fleet(directory, cloud, boards, heap=heap, phones=phones, log=log)
+        fleet = Fleet(directory, cloud, boards, phones=phones, log=log)
         fleet.manufacture()
         meter = HostMeter(fleet.processes).start()
         cpu = CpuMark(fleet.processes)
@@ -394,13 +392,12 @@ def main():
     ap.add_argument("--window", type=int, default=WINDOW_S, help="seconds of streaming measured")
     ap.add_argument("--phones", type=int, default=None,
                     help="boards onboarded at a time (default %d per core)" % PHONES_PER_CORE)
-    ap.add_argument("--heap", default=HEAP, help="each board's heap")
     ap.add_argument("-v", "--verbose", action="store_true", help="each board's progress on stderr")
     args = ap.parse_args()
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.verbose else None
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as d:
-        rows, _ = run_fleet(d, args.boards, args.window, args.phones, args.heap, log)
+        rows, _ = run_fleet(d, args.boards, args.window, args.phones, log)
     print_table(rows)
     print("(run time %.0f s)" % (time.monotonic() - started))
 

@@ -8,3 +8,10 @@ def print_table(rows):
     print("-" * (width + 20))
     for name, value, unit in rows:
         print("%-*s %12s  %s" % (width, name, value, unit))
+
+
+def run_alone(run):
+    """A benchmark module run by itself: its run(rows), then the table."""
+    rows = []
+    run(rows)
+    print_table(rows)

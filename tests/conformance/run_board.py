@@ -24,7 +24,7 @@ with tempfile.TemporaryDirectory() as d:
     deploy.to_image(image, mpy=True, factory=factory, log=lambda line: None)
     world = World(aps=[AccessPoint("home", "right horse battery", rssi=-45), AccessPoint("cafe", "", rssi=-70)],
                   connect_time=0.3)
-    board = Board(image, world=world, heap="144K" if sec == 2 else "100K").start()
+    board = Board(image, world=world).start()
     board.wait_for(b"provisioning open", timeout=20)
     print(json.dumps({"port": board.wait_softap(20)}), flush=True)
     sys.stdin.read()

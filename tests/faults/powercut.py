@@ -61,14 +61,15 @@ def prepare_board(image, staging, scenario=SCENARIO, main=_MAIN):
     deploy.files_to_image(image, staging)
 
 
-def board_chip(image, mode, start=0, heap="100K"):
+def board_chip(image, mode, start=0):
     """Power on the simulated board's chip (tools/sim/chip/rom.py: mount the flash, boot.py,
-    main.py) on `image`, running the scenario in `mode`; a power cut is a SIGKILL of it."""
-    from tools.sim.board import chip_command, chip_env, heap_bytes, micropython_binary
+    main.py) on `image`, with an ESP32_GENERIC's RAM, running the scenario in `mode`; a power
+    cut is a SIGKILL of it."""
+    from tools.sim.board import INITIAL_HEAP, chip_command, chip_env, micropython_binary
     env = chip_env(ROOST_FLASH=str(image), ROOST_SCENARIO="%s %d" % (mode, start),
-                   ROOST_AIR="127.0.0.1:9", ROOST_ROMFS="")
+                   ROOST_AIR="127.0.0.1:9", ROOST_ROMFS="", ROOST_RAM="esp32")
     return subprocess.Popen(
-        chip_command(micropython_binary(), heap_bytes(heap)),
+        chip_command(micropython_binary(), INITIAL_HEAP),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env)
 

@@ -84,8 +84,7 @@ def onboard(new_board, cloud):
     add_device=False: the cloud does not know it (yet)."""
     n = [0]
 
-    def make(secure=False, user=None, secret="s3cret", claim=None, add_device=True, active=True,
-             heap="128K"):
+    def make(secure=False, user=None, secret="s3cret", claim=None, add_device=True, active=True, **kw):
         n[0] += 1
         mac = bytes.fromhex("24a1600000%02x" % n[0])
         node_id = mac.hex().upper()
@@ -94,7 +93,7 @@ def onboard(new_board, cloud):
         factory = dict(PROV, **cloud.factory_for(node_id, secure=secure))
         if not add_device:
             cloud.remove_device(node_id)
-        board = new_board(world=world, factory=factory, heap=heap, mac=mac)
+        board = new_board(world=world, factory=factory, mac=mac, **kw)
         result = provision(board, POP, *WIFI, user_id=user, secret=secret, claim=claim)
         board.node_id = node_id
         board.external_key = factory["external_key"]

@@ -58,7 +58,8 @@ def test_a_file_written_on_the_board_survives_reset_and_power_cut(new_board, con
     assert c.exec("print(open('note.txt').read())").strip() == "kept"
 
 
-def test_the_heap_is_the_chips_size(new_board, console_of):
+def test_a_fixed_heap_never_grows(new_board, console_of):
+    # --heap: an experiment's fixed GC heap; the default RAM grows (tests/sim/test_ram.py).
     board = new_board(heap="64K")
     board.wait_for(BANNER)
     with pytest.raises(ConsoleError, match="MemoryError"):
@@ -285,10 +286,10 @@ def echo(msg):
 """
 
 
-def test_sockets_reach_the_cloud_only_over_wifi(new_board, console_of, lab, echo_server):
+def test_sockets_reach_the_cloud_only_over_wifi(board, console_of, lab, echo_server):
     lab.services["echo.cloud.example"] = echo_server
-    board = new_board(world=lab)
-    board.wait_for(BANNER)
+    board = board(world=lab)            # no firmware: the program below has the board's RAM to itself
+    board.wait_for(b">>> ")
     c = console_of(board)
     c.exec(ECHO)
     with pytest.raises(ConsoleError, match="-202"):     # no Wi-Fi: name lookup fails as on ESP32

@@ -54,12 +54,10 @@ def esp_prov(board, name, sec, pop="", password=""):
 def test_espressifs_esp_prov_provisions_the_board_over_ble(new_board, home, sec):
     if sec == 1:
         factory = {"pop": "abcd1234", "prov": {"sec": 1, "transports": ["ble"], "timeout_s": 600}}
-        heap = "100K"
     else:
         factory = {"pop": "", "prov": {"sec": 2, "transports": ["ble"], "timeout_s": 600, "softap_key": "",
                                        **sec2_factory(PASSWORD)}}
-        heap = "144K"                        # as tests/sim/test_sec2.py: SRP's temporaries
-    board = new_board(world=home, factory=factory, heap=heap)
+    board = new_board(world=home, factory=factory)
     name = board.wait_for(re.compile(rb"BLE: advertising as (PROV_\w+)"), timeout=15).group(1).decode()
     board.wait_for(b"provisioning open for", timeout=15)
     code, out = esp_prov(board, name, sec, pop="abcd1234" if sec == 1 else "", password=PASSWORD)

@@ -209,7 +209,7 @@ def test_firmware_in_a_romfs_partition_also_provisions(new_board, home, tmp_path
     from tools import deploy
     image = tmp_path / "rom.img"
     deploy.to_image(image, romfs=True, factory=FACTORY, log=lambda line: None)
-    board = new_board(world=home, image=image, heap="80K")
+    board = new_board(world=home, image=image)
     board.wait_for(WAITING, timeout=15)
     with ble(board) as t:
         assert Provisioner(t, pop=POP).provision("home", "right horse battery", poll=0.2).ip

@@ -38,11 +38,11 @@ def homer(cloud):
 @pytest.fixture
 def thermometer(new_board, cloud):
     """A board out of the box whose factory config points at the cloud; not on Wi-Fi yet."""
-    def make(heap="100K"):
+    def make():
         world = home_world(cloud)
         factory = dict(cloud.registration_factory(), pop=POP, serial=SERIAL,
                        prov={"sec": 1, "transports": [ONBOARDING], "timeout_s": 600})
-        board = new_board(world=world, factory=factory, heap=heap)
+        board = new_board(world=world, factory=factory)
         board.wait_for(b"provisioning open for", timeout=15)
         return board
     return make

@@ -1,7 +1,6 @@
 """Security 2 (SRP6a + AES-256-GCM, sec_patch_ver 1) end to end on the simulated board: the
 factory config holds only the SRP salt and verifier made by tools/prov/factory.py, and the
 phone side (tools/prov) proves the password and provisions over BLE and SoftAP (R6, R7)."""
-import os
 import re
 
 import pytest
@@ -17,11 +16,6 @@ from tests.sim.phone import ble, softap
 PASSWORD = "abcd1234"
 SRP = sec2_factory(PASSWORD)          # a fresh salt per test run, as at manufacture
 WAITING = re.compile(rb"provisioning open for")
-# Not the usual 100K: SRP's imports (~14 KB retained) and the handshake's 3072-bit temporaries
-# (~20 KB peak, in 770-byte blocks that a fragmented heap may not have) do not fit beside the
-# transports there. Measured with one transport: fails at 120K, passes from 124K; both
-# transports: from 136K. SEC2_HEAP overrides it to probe the margin.
-HEAP = os.environ.get("SEC2_HEAP", "144K")
 
 
 def factory(*transports):
@@ -37,7 +31,7 @@ def home():
 @pytest.fixture
 def fresh_board(new_board, home):
     def make(*transports):
-        board = new_board(world=home, factory=factory(*transports), heap=HEAP)
+        board = new_board(world=home, factory=factory(*transports))
         board.wait_for(WAITING, timeout=15)
         return board
     return make
@@ -128,7 +122,7 @@ def test_roost_deploy_stores_only_the_srp_verifier(new_board, home, tmp_path):
                         "--sec2-password", "pass phrase 9"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert b"pass phrase 9" not in image.read_bytes()
-    board = new_board(world=home, image=image, heap=HEAP)
+    board = new_board(world=home, image=image)
     board.wait_for(b"provisioning open", timeout=15)
     with ble(board) as t:
         p = Provisioner(t, password="pass phrase 9")

@@ -24,8 +24,8 @@ def command(cloud, board, text, timeout=10):
 @pytest.fixture
 def streaming(onboard, cloud):
     """An onboarded board sampling every second."""
-    def make(heap="128K"):
-        board = onboard(heap=heap)
+    def make(**kw):
+        board = onboard(**kw)
         board.wait_for(LISTENING, timeout=20)
         assert command(cloud, board, "interval 1") == "ok"
         return board
@@ -142,9 +142,7 @@ def test_a_registration_key_adds_thingspeak_and_both_clouds_get_every_reading(st
     # A bootstrapped board streaming over MQTT; then somebody types an organisation's key at
     # its console: it registers, and from then on its readings go to its ThingSpeak channel
     # too, each once, while MQTT goes on undisturbed.
-    # TLS MQTT, registering (PBKDF2, AES-GCM, HTTP) and the ThingSpeak sink at once need more
-    # than the 128K the MQTT-only tests run in (the sim's mbedTLS lives in the GC heap).
-    board = streaming(heap="160K")
+    board = streaming()
     cloud.wait_readings(board.node_id, 3, timeout=15)
     key = cloud.add_org("The Simpsons")["registration_key"]
     type_(board, "\r", PROMPT)

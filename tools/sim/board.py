@@ -27,7 +27,11 @@ from .world import Radio, World
 
 CHIP = Path(__file__).resolve().parent / "chip"
 FLASH_SIZE = 0x200000          # the vfs partition of a 4 MB ESP32
-DEFAULT_HEAP = "100K"
+# RAM profiles (tools/sim/chip/esp32/esp32_ram.c): "esp32" is ESP32_GENERIC without PSRAM, the
+# default; "psram" adds 4 MB of PSRAM. Either starts the GC heap at the port's initial size and
+# grows it into the IDF heap. A fixed heap (Board(heap=...), --heap) is for experiments.
+RAM_PROFILES = ("esp32", "psram")
+INITIAL_HEAP = 56 * 1024       # MICROPY_GC_INITIAL_HEAP_SIZE for the ESP32 (esp32/mpconfigport.h:32)
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 
 
@@ -71,11 +75,14 @@ def blank_image(path, size=FLASH_SIZE):
 
 
 class Board:
-    def __init__(self, flash, heap=DEFAULT_HEAP, world=None, mac=None, micropython=None,
+    def __init__(self, flash, ram="esp32", heap=None, world=None, mac=None, micropython=None,
                  console_port=0, echo=None, heapwatch=None, pace=None):
         self.flash = Path(flash)
         self.heapwatch = heapwatch          # a host file for the live heap's samples (chip/heapwatch.py)
-        self.heap = heap
+        if ram not in RAM_PROFILES:
+            raise ValueError("ram: one of %s, not %r" % (", ".join(RAM_PROFILES), ram))
+        self.ram = None if heap else ram    # None: a fixed heap of `heap` bytes, an IDF that never runs out
+        self.heap = heap or INITIAL_HEAP
         self.world = world or World()
         self.mac = mac or bytes.fromhex("240ac4") + os.urandom(3)
         self.binary = micropython_binary(micropython)
@@ -166,9 +173,10 @@ class Board:
                        ROOST_ROMFS=str(rom) if rom_size else "", MICROPYBTUART=self.chip_radio.pty_path,
                        ROOST_MAC=self.mac.hex(), ROOST_RESET_CAUSE=str(cause),
                        ROOST_REPL="raw" if raw else "", ROOST_HEAPWATCH=str(self.heapwatch or ""),
-                       ROOST_CLOCK_BASE_US=str(self.clock_base_us), ROOST_PACE=str(self.pace or ""))
+                       ROOST_CLOCK_BASE_US=str(self.clock_base_us), ROOST_PACE=str(self.pace or ""),
+                       ROOST_RAM=self.ram or "", ROOST_RAM_ROMFS=str(rom_size + 64 if rom_size else 0))
         # ROMFS is flash on a chip, but VfsRom reads it from a buffer here: that buffer's
-        # bytes are added to the heap, not taken from the board's.
+        # bytes are added to the heap, not taken from the board's (nor from the IDF's).
         self.proc = subprocess.Popen(
             chip_command(self.binary, heap_bytes(self.heap) + (rom_size + 64 if rom_size else 0)),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
