@@ -36,10 +36,10 @@ def run(rows, runs=5, rams=("esp32",)):
             token = cloud.login("bench", "pw")
             template = d / "t.img"
             deploy.to_image(template, mpy=True, log=lambda line: None)
-            for ram in rams:
+            for k, ram in enumerate(rams):
                 confirm, chip, free = [], [], []
                 for i in range(runs):
-                    mac = bytes.fromhex("24a160%02x%02x%02x" % (rams.index(ram), runs, i))
+                    mac = bytes.fromhex("24a16000%02x%02x" % (k, i))
                     node = mac.hex().upper()
                     cloud.add_device(node)
                     image = d / ("b%s%d.img" % (ram, i))

@@ -29,7 +29,6 @@
 #include <string.h>
 #include "py/runtime.h"
 #include "py/gc.h"
-#include "py/mperrno.h"
 
 #define SIM_CAP_INTERNAL (1)
 #define SIM_CAP_SPIRAM (2)
@@ -52,6 +51,7 @@ typedef struct {
 
 typedef struct {
     uint32_t size;
+    uint32_t free;           // size less the blocks in use (kept: every mbedTLS calloc reads it)
     uint32_t min_free;       // the least free this region has had since boot
     int caps;
     sim_block_t *used;       // sorted by start
@@ -69,14 +69,6 @@ static pthread_mutex_t ram_lock = PTHREAD_MUTEX_INITIALIZER;
 // SIM_UNPOOLED: memory that no pool accounts for (the fixed-heap profile).
 #define SIM_HANDLE(r, start) ((uint32_t)((r) + 1) << 24 | (start))
 #define SIM_UNPOOLED (1)
-
-static uint32_t region_free(const sim_region_t *rg) {
-    uint32_t used = 0;
-    for (size_t i = 0; i < rg->n_used; i++) {
-        used += rg->used[i].size;
-    }
-    return rg->size - used;
-}
 
 static uint32_t region_largest(const sim_region_t *rg) {
     uint32_t at = 0, best = 0;
@@ -122,9 +114,9 @@ static uint32_t region_take(int r, uint32_t n) {
     rg->used[i].start = at;
     rg->used[i].size = need;
     rg->n_used += 1;
-    uint32_t free_now = region_free(rg);
-    if (free_now < rg->min_free) {
-        rg->min_free = free_now;
+    rg->free -= need;
+    if (rg->free < rg->min_free) {
+        rg->min_free = rg->free;
     }
     return SIM_HANDLE(r, at);
 }
@@ -138,6 +130,7 @@ static void region_give(uint32_t handle) {
     sim_region_t *rg = &regions[r];
     for (size_t i = 0; i < rg->n_used; i++) {
         if (rg->used[i].start == start) {
+            rg->free += rg->used[i].size;
             memmove(&rg->used[i], &rg->used[i + 1], (rg->n_used - i - 1) * sizeof(sim_block_t));
             rg->n_used -= 1;
             return;
@@ -147,6 +140,7 @@ static void region_give(uint32_t handle) {
 
 static void add_region(uint32_t size, int caps) {
     regions[n_regions].size = size;
+    regions[n_regions].free = size;
     regions[n_regions].min_free = size;
     regions[n_regions].caps = caps;
     n_regions += 1;
@@ -165,12 +159,13 @@ static void ram_init(void) {
         ram_ready = -1;
         return;
     }
-    ram_profile = strcmp(p, "psram") == 0 ? "psram" : "esp32";
+    bool psram = strcmp(p, "psram") == 0;
+    ram_profile = psram ? "psram" : "esp32";
     add_region(SIM_DRAM0, SIM_CAP_INTERNAL);
     add_region(SIM_DRAM1, SIM_CAP_INTERNAL);
     add_region(SIM_DRAM2, SIM_CAP_INTERNAL);
     region_take(2, SIM_DRAM2_IDF_AT_BOOT - SIM_BLOCK_HEADER);
-    if (ram_profile[0] == 'p') {
+    if (psram) {
         add_region(SIM_SPIRAM, SIM_CAP_SPIRAM);
     }
     ram_ready = 1;
@@ -212,11 +207,10 @@ static uint32_t take_locked(uint32_t n, int caps) {
     return 0;
 }
 
-// For the IDF's consumers that the simulator charges by size (NimBLE, Wi-Fi, lwIP sockets):
-// a handle, or 0 when the pool cannot serve n bytes.
-static uint32_t sim_idf_take(size_t n, int internal) {
+// One block of n bytes where malloc() would put it: a handle, or 0 when the pool cannot serve it.
+static uint32_t sim_idf_take(size_t n) {
     pthread_mutex_lock(&ram_lock);
-    uint32_t h = take_locked((uint32_t)n, internal ? SIM_CAP_INTERNAL : SIM_CAP_DEFAULT);
+    uint32_t h = take_locked((uint32_t)n, SIM_CAP_DEFAULT);
     pthread_mutex_unlock(&ram_lock);
     return h;
 }
@@ -234,7 +228,7 @@ static void sim_idf_give(uint32_t handle) {
 #define SIM_PTR_HEADER (8)
 
 void *sim_idf_malloc(size_t n) {
-    uint32_t h = sim_idf_take(n, 0);
+    uint32_t h = sim_idf_take(n);
     if (h == 0) {
         return NULL;
     }
@@ -410,7 +404,7 @@ static mp_obj_t simchip_idf_heap(mp_obj_t spiram) {
         if (regions[r].caps & want) {
             mp_obj_t t[4] = {
                 mp_obj_new_int_from_uint(regions[r].size),
-                mp_obj_new_int_from_uint(region_free(&regions[r])),
+                mp_obj_new_int_from_uint(regions[r].free),
                 mp_obj_new_int_from_uint(region_largest(&regions[r])),
                 mp_obj_new_int_from_uint(regions[r].min_free),
             };
