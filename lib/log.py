@@ -74,3 +74,32 @@ def warning(tag, msg, **kw):
 
 def error(tag, msg, **kw):
     _emit(ERROR, tag, msg, kw)
+
+
+# Lines from a BLE IRQ handler wait here for the main task. On an ESP32 the handler runs on
+# the NimBLE task holding the GIL, and printing more than 20 characters gives the GIL up: the
+# main task would run and could free the handler's frames. later() only keeps the line;
+# flush(), on the main task, prints it. A flood cannot grow the queue: past _LATER_MAX lines
+# are counted, not kept.
+_LATER_MAX = 8
+_later = []
+_dropped = [0]
+
+
+def later(lvl, tag, msg, **kw):
+    if lvl < level:
+        return
+    if len(_later) < _LATER_MAX:
+        _later.append((lvl, tag, msg, kw))
+    else:
+        _dropped[0] += 1
+
+
+def flush():
+    """Print what later() kept, oldest first (on the main task)."""
+    while _later:
+        lvl, tag, msg, kw = _later.pop(0)
+        _emit(lvl, tag, msg, kw)
+    if _dropped[0]:
+        n, _dropped[0] = _dropped[0], 0
+        _emit(WARNING, "log", "%d line(s) from an IRQ handler dropped" % n, None)

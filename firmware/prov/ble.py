@@ -2,10 +2,16 @@
 # service, one READ|WRITE characteristic per endpoint named by a 0x2901 descriptor,
 # write the request then read the response. One protocomm session per connection.
 #
-# Requests are handled inside the GATTS_WRITE IRQ on purpose: NimBLE delivers it before
-# the ATT write response, so the response stored here is what the client's next read
-# sees (spec: micropython-esp32 4.2). A refused request leaves an empty value and the
-# following read is denied with an ATT error, which clients take as a dead session.
+# Requests are answered inside the GATTS_WRITE IRQ, as IDF's protocomm answers them in
+# NimBLE's GATT access callback: NimBLE delivers the write before the ATT write response,
+# so the response stored here is what the client's next read sees (spec: micropython-esp32
+# 4.2). Nothing can make that read wait for the main task: on an ESP32 the handler holds
+# the GIL, and waiting would mean giving it up, which lets the main task collect this
+# handler's frames. So the handler must be short and polite (docs/simulator.md, "BLE IRQ
+# context"): no printing (log.later), nothing that blocks or gives up the GIL, a shallow
+# stack; the endpoints queue their slow work for the main task (firmware/prov/endpoints.py).
+# A refused request, or any exception at all, leaves an empty value and the following read
+# is denied with an ATT error, which clients take as a dead session.
 from micropython import const
 
 import log
@@ -79,6 +85,15 @@ class BleTransport:
         self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv, resp_data=self._resp)
 
     def _irq(self, event, data):
+        # On the NimBLE task (see the top of this file). An exception escaping here would
+        # disable the handler for good (modbluetooth.c): none does.
+        try:
+            return self._event(event, data)
+        except Exception as e:
+            log.later(log.ERROR, "prov", "BLE: event %d failed: %s" % (event, log.why(e)))
+            return _ATT_UNLIKELY_ERROR if event == _IRQ_GATTS_READ_REQUEST else 0
+
+    def _event(self, event, data):
         if event == _IRQ_GATTS_WRITE:
             self._write(data[0], data[1])
         elif event == _IRQ_GATTS_READ_REQUEST:
@@ -88,7 +103,7 @@ class BleTransport:
         elif event == _IRQ_CENTRAL_CONNECT:
             self._conn = data[0]
             self._session = self._pc.open_session()
-            log.info("prov", "BLE: client connected")
+            log.later(log.INFO, "prov", "BLE: client connected")
         elif event == _IRQ_CENTRAL_DISCONNECT:
             self._conn = None
             if self._session:
@@ -97,11 +112,11 @@ class BleTransport:
             for h in self._by_handle:   # no response of this session may leak to the next
                 self._ble.gatts_write(h, b"")
             self._denied.clear()
-            log.info("prov", "BLE: client disconnected")
+            log.later(log.INFO, "prov", "BLE: client disconnected")
             if self.open:
                 self._advertise()
         elif event == _IRQ_MTU_EXCHANGED:
-            log.debug("prov", "BLE: MTU %d" % data[1])
+            log.later(log.DEBUG, "prov", "BLE: MTU %d" % data[1])
         return 0
 
     def _write(self, conn, handle):
@@ -112,8 +127,9 @@ class BleTransport:
         try:
             response = self._session.handle(endpoint, request)
             self._denied.discard(handle)
-        except ProvError as e:
-            log.warning("prov", "BLE: %s refused: %s" % (endpoint, e))
+        except Exception as e:      # ProvError: refused; anything else: refused too, and said
+            log.later(log.WARNING, "prov", "BLE: %s refused: %s" % (endpoint, e if isinstance(e, ProvError)
+                                                                   else log.why(e)))
             response = b""
             self._denied.add(handle)
         self._ble.gatts_write(handle, response)

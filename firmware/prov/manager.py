@@ -62,14 +62,18 @@ class Provisioning:
         if sec == 1 and not factory.get("pop"):
             log.warning("prov", "no PoP in the factory config: provisioning without proof of possession")
         self.name = "PROV_" + node_id[-6:]
-        self.endpoints = Endpoints(store, station, node_id, self._apply)
+        # Set by a transport's request (from a BLE IRQ handler too): the main task has work.
+        self._wake = asyncio.ThreadSafeFlag()
+        self.endpoints = Endpoints(store, station, node_id, self._apply, self._wake.set)
         self.pc = Protocomm(make, version_json(sec, bool(factory.get("pop")), app_version),
                             self.endpoints.table())
         self._transports = []
         self.sec = sec
 
     def _apply(self, ssid, password):
-        # Persist before answering: credentials the client saw accepted survive a power cut.
+        # On the main task, right after ApplyConfig's answer (firmware/prov/endpoints.py):
+        # stored before joining, so the client can see "connected" only for credentials that
+        # survive a power cut.
         # Collect first: with BLE and SoftAP both up the heap is at its lowest here, and the
         # record write needs a few contiguous blocks that only a collection frees.
         import gc
@@ -82,6 +86,11 @@ class Provisioning:
         self.station.connect(ssid, password)
 
     async def _start(self):
+        # The Wi-Fi driver first, as IDF's provisioning manager does: its memory (about 44 KB
+        # of the IDF heap on an ESP32) is taken before BLE's and before the GC heap grows into
+        # the rest during a handshake; started later it may find none ("WiFi Out of Memory").
+        from firmware import board
+        board.sta()
         transports = self.prov.get("transports", ("ble",))
         if "ble" in transports:
             from firmware.prov.ble import BleTransport
@@ -89,7 +98,6 @@ class Provisioning:
             t.start()
             self._transports.append(t)
         if "softap" in transports:
-            from firmware import board
             from firmware.prov.http import HttpTransport
             board.softap(self.name, self.prov.get("softap_key") or None)
             t = HttpTransport(self.pc)
@@ -116,7 +124,14 @@ class Provisioning:
         low = gc.mem_free()
         try:
             while time.ticks_diff(deadline, time.ticks_ms()) > 0:
-                await asyncio.sleep_ms(_TICK_MS)
+                try:
+                    await asyncio.wait_for_ms(self._wake.wait(), _TICK_MS)
+                except asyncio.TimeoutError:
+                    pass
+                log.flush()
+                if ep.run_deferred():
+                    log.flush()
+                ep.refresh()
                 gc.collect()
                 low = min(low, gc.mem_free())
                 if ep.reported_connected:
@@ -135,4 +150,6 @@ class Provisioning:
             log.warning("prov", "provisioning window timed out")
             return False
         finally:
+            ep.run_deferred()     # what the last requests asked for is done, window or not
+            log.flush()
             self._stop()

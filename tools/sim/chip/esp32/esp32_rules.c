@@ -26,6 +26,7 @@
 // they stand in for (WLAN.scan, WLAN.connect, getaddrinfo), and the air line (_air.py),
 // which is the simulator's wiring and not the firmware's, waits without tripping rule 2.
 
+#include <stdlib.h>
 #include "py/runtime.h"
 #include "py/cstack.h"
 #include "py/mpthread.h"
@@ -37,6 +38,17 @@
 #define SIM_FRAME_I386 (256)
 #define SIM_IRQ_STACK (SIM_IRQ_STACK_ON_XTENSA * SIM_FRAME_I386 / SIM_FRAME_XTENSA)
 
+// ROOST_IRQ_STACK=<bytes> replaces the budget: for measuring what a handler needs
+// (with _simchip.irq_stack()'s high-water), never for judging firmware.
+static size_t irq_stack(void) {
+    static size_t budget;
+    if (!budget) {
+        const char *e = getenv("ROOST_IRQ_STACK");
+        budget = e && atol(e) > 0 ? (size_t)atol(e) : SIM_IRQ_STACK;
+    }
+    return budget;
+}
+
 // Only the main thread runs BLE handlers and the firmware (the chip's firmware has no threads),
 // so plain globals do.
 sim_irq_state_t sim_irq_state;
@@ -47,7 +59,7 @@ void sim_ble_irq_enter(sim_irq_state_t *saved) {
     // The stack used so far belongs to whatever the main thread was doing; the handler gets
     // its budget on top of it (the GC still scans the whole stack from the real top).
     sim_irq_state.base = mp_cstack_usage();
-    MP_STATE_THREAD(stack_limit) = sim_irq_state.base + SIM_IRQ_STACK;
+    MP_STATE_THREAD(stack_limit) = sim_irq_state.base + irq_stack();
     sim_irq_state.depth += 1;
     sim_irq_state.line = 0;
 }
@@ -64,7 +76,8 @@ void sim_ble_irq_exit(const sim_irq_state_t *saved) {
 static size_t sim_irq_stack_high;
 
 void sim_cstack_seen(size_t usage) {
-    if (sim_irq_state.depth && usage > sim_irq_state.base && usage - sim_irq_state.base > sim_irq_stack_high) {
+    if (sim_irq_state.depth && !sim_irq_state.line && usage > sim_irq_state.base
+        && usage - sim_irq_state.base > sim_irq_stack_high) {
         sim_irq_stack_high = usage - sim_irq_state.base;
     }
 }
@@ -119,10 +132,25 @@ static mp_obj_t simchip_gil_release(mp_obj_t what) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(simchip_gil_release_obj, simchip_gil_release);
 
-// _simchip.line(busy) -> the previous value: the air line is waiting for the world.
+// _simchip.line(busy) -> the previous value: the air line is waiting for the world. Inside a
+// handler the line's Python frames (the shim's method, _air.call, the socket and JSON under it)
+// stand for the ESP32's C drivers, which use little stack: while the line is busy the handler
+// gets SIM_AIR_SHIM_STACK more, as the flash shim does (mpconfigvariant.h). The shim's frames
+// up to the call that takes the line are still charged: a few hundred bytes the chip does not
+// spend, so the simulated handler errs on the side of overflowing.
+#define SIM_AIR_SHIM_STACK (2048)
+
 static mp_obj_t simchip_line(mp_obj_t busy) {
     mp_obj_t prev = mp_obj_new_bool(sim_irq_state.line);
-    sim_irq_state.line = mp_obj_is_true(busy);
+    int now = mp_obj_is_true(busy);
+    if (sim_irq_state.depth && now != sim_irq_state.line) {
+        if (now) {
+            MP_STATE_THREAD(stack_limit) += SIM_AIR_SHIM_STACK;
+        } else {
+            MP_STATE_THREAD(stack_limit) -= SIM_AIR_SHIM_STACK;
+        }
+    }
+    sim_irq_state.line = now;
     return prev;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(simchip_line_obj, simchip_line);
@@ -137,7 +165,7 @@ static MP_DEFINE_CONST_FUN_OBJ_0(simchip_sockets_obj, simchip_sockets);
 // _simchip.irq_stack(): (bytes a handler may use, handlers running now, the most a handler has
 // used since boot), i386 bytes.
 static mp_obj_t simchip_irq_stack(void) {
-    mp_obj_t t[3] = { MP_OBJ_NEW_SMALL_INT(SIM_IRQ_STACK), MP_OBJ_NEW_SMALL_INT(sim_irq_state.depth),
+    mp_obj_t t[3] = { MP_OBJ_NEW_SMALL_INT(irq_stack()), MP_OBJ_NEW_SMALL_INT(sim_irq_state.depth),
                       MP_OBJ_NEW_SMALL_INT(sim_irq_stack_high) };
     return mp_obj_new_tuple(3, t);
 }
