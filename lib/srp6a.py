@@ -27,11 +27,17 @@ except ImportError:  # CPython (host tools, tests)
 # Both paths give identical bytes; tests run the pure one under MicroPython and CPython.
 try:
     from hashlib import sha512 as _sha512  # type: ignore[attr-defined]  # CPython only: the ESP32 takes the except
-
-    def _H(data):
-        return _sha512(data).digest()
 except ImportError:
-    from sha512 import digest as _H
+    from sha512 import sha512 as _sha512
+
+
+def _H(*parts):
+    """H(part1 || part2 || ...), hashed part by part: joining M's six fields first would need
+    a 977-byte block, which a fragmented ESP32 heap mid-handshake may not have."""
+    h = _sha512()
+    for p in parts:
+        h.update(p)
+    return h.digest()
 
 _LEN = const(384)  # bytes in N, and the PAD width
 G = 5
@@ -69,15 +75,15 @@ def _utf8(s):
 
 _N_BYTES = pad(N)
 _G_PAD = pad(G)
-K_MUL = int.from_bytes(_H(_N_BYTES + _G_PAD), "big")  # k
+K_MUL = int.from_bytes(_H(_N_BYTES, _G_PAD), "big")  # k
 # H(N) XOR H(PAD(g)): the constant first field of M.
 _HN_XOR_HG = bytes(x ^ y for x, y in zip(_H(_N_BYTES), _H(_G_PAD)))
 
 
 def verifier(username, password, salt):
     """v = g^x mod N as minimal bytes; for host tooling, tests and first-boot derivation."""
-    inner = _H(_utf8(username) + b":" + _utf8(password))
-    x = _H(bytes(salt) + inner)  # as big-endian exponent bytes
+    inner = _H(_utf8(username), b":", _utf8(password))
+    x = _H(bytes(salt), inner)  # as big-endian exponent bytes
     return minimal(_pow_g(x))
 
 
@@ -162,12 +168,12 @@ class Server:
         self._b = None  # the secret exponent is needed for this one challenge only
         Bi = (K_MUL * v + _pow_g(b)) % N
         B = minimal(Bi)
-        u = _H(A + pad(Bi))
+        u = _H(A, pad(Bi))
         if not any(u):
             raise ValueError("u == 0")
         S = pow(a * pow(v, int.from_bytes(u, "big"), N) % N, int.from_bytes(b, "big"), N)
         K = _H(minimal(S))
-        self._M = _H(_HN_XOR_HG + _H(_utf8(username)) + self.salt + A + B + K)
+        self._M = _H(_HN_XOR_HG, _H(_utf8(username)), self.salt, A, B, K)
         self._A = A
         self._K = K
         self._state = 1
@@ -182,4 +188,4 @@ class Server:
             self._K = None
             raise ValueError("client proof mismatch")
         self.key = self._K
-        return _H(self._A + bytes(M) + self._K)
+        return _H(self._A, bytes(M), self._K)

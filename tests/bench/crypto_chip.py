@@ -125,9 +125,9 @@ def _srp():
     inner = srp6a._H
     spent = [0]
 
-    def timed(data):
+    def timed(*parts):
         t0 = time.ticks_us()
-        r = inner(data)
+        r = inner(*parts)
         spent[0] += time.ticks_diff(time.ticks_us(), t0)
         return r
 

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("transport", [None, pytest.param("ble", marks=BLE_WORK_IN_IRQ)],
+@pytest.mark.parametrize("transport", [None, "ble"],
                          ids=["default", "ble"])
 def test_make_sim_tells_the_story_from_the_box_to_readings(tmp_path, transport):
     r = subprocess.run([sys.executable, "-m", "tools", "sim", "--dir", str(tmp_path), "--seconds", "20"]

@@ -14,9 +14,7 @@ import pytest
 from tools.prov.factory import sec2_factory
 from tools.sim.world import AccessPoint, World
 
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
 
-pytestmark = BLE_WORK_IN_IRQ
 
 ROOT = Path(__file__).resolve().parents[2]
 ESP_PROV = ROOT / ".venv" / "esp-prov"

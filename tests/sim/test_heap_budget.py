@@ -8,9 +8,7 @@ from tools.sim.board import heap_bytes
 
 from tests.sim import lifecycle
 from tests.unit.test_budgets import BUDGETS
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
 
-pytestmark = BLE_WORK_IN_IRQ
 
 HEAP = BUDGETS["heap"]
 

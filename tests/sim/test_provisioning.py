@@ -11,7 +11,6 @@ from tools.prov.client import Provisioner, WifiFailed
 from tools.prov import ProvError
 from tools.sim.world import AccessPoint, World
 
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
 from tests.sim.phone import advertisements, ble, softap, stored
 
 POP = "abcd1234"
@@ -42,7 +41,7 @@ def fresh_board(new_board, home):
     return make
 
 
-@pytest.mark.parametrize("transport", [pytest.param("ble", marks=BLE_WORK_IN_IRQ), "softap"])
+@pytest.mark.parametrize("transport", ["ble", "softap"])
 def test_phone_provisions_a_new_board_and_gets_its_node_id(fresh_board, transport):
     board = fresh_board(factory(transport))
     t = ble(board) if transport == "ble" else softap(board)
@@ -64,7 +63,6 @@ def test_phone_provisions_a_new_board_and_gets_its_node_id(fresh_board, transpor
     assert stored(board, "wifi")["networks"] == [{"ssid": "home", "password": "right horse battery"}]
 
 
-@BLE_WORK_IN_IRQ
 def test_wrong_passphrase_then_corrected_without_a_reboot(fresh_board):
     board = fresh_board()
     with ble(board) as t:
@@ -88,7 +86,6 @@ def test_unknown_network_is_reported_as_not_found(fresh_board):
     assert failed.value.result.reason == "not_found"
 
 
-@BLE_WORK_IN_IRQ
 def test_scan_lists_networks_strongest_first(fresh_board):
     board = fresh_board()
     with ble(board) as t:
@@ -99,7 +96,6 @@ def test_scan_lists_networks_strongest_first(fresh_board):
     assert found[0].rssi == -45 and found[0].auth == "WPA2_PSK"
 
 
-@BLE_WORK_IN_IRQ
 def test_wrong_pop_is_rejected_and_a_fresh_handshake_works(fresh_board):
     board = fresh_board()
     with ble(board) as t:
@@ -122,7 +118,6 @@ def test_pop_guessing_is_limited(fresh_board):
     board.wait_for(b"too many failed attempts")
 
 
-@BLE_WORK_IN_IRQ
 def test_credentials_survive_a_power_cut_right_after_apply(fresh_board):
     board = fresh_board()
     with ble(board) as t:
@@ -135,7 +130,6 @@ def test_credentials_survive_a_power_cut_right_after_apply(fresh_board):
     board.wait_for(b"connected to 'home'", since=mark, timeout=15)
 
 
-@BLE_WORK_IN_IRQ
 def test_security_0_only_when_the_factory_allows_it(fresh_board):
     board = fresh_board()
     with ble(board) as t:
@@ -174,7 +168,6 @@ def raw_http(board, endpoint, body, cookie=None):
         conn.close()
 
 
-@BLE_WORK_IN_IRQ
 def test_bad_frames_are_refused_and_the_board_keeps_serving(fresh_board):
     board = fresh_board()
     softap(board)
@@ -203,7 +196,6 @@ def test_bad_frames_are_refused_and_the_board_keeps_serving(fresh_board):
     assert board.boots == 1
 
 
-@BLE_WORK_IN_IRQ
 def test_firmware_in_a_romfs_partition_also_provisions(new_board, home, tmp_path):
     """Boards whose partition table has a romfs partition run the code from flash (~30% less heap)."""
     from tools import deploy
@@ -215,7 +207,6 @@ def test_firmware_in_a_romfs_partition_also_provisions(new_board, home, tmp_path
         assert Provisioner(t, pop=POP).provision("home", "right horse battery", poll=0.2).ip
 
 
-@BLE_WORK_IN_IRQ
 def test_board_rejoins_the_strongest_known_network_at_boot(fresh_board, home):
     board = fresh_board(factory("ble"))
     with ble(board) as t:
@@ -251,7 +242,6 @@ def test_provisioning_window_times_out_and_stops_advertising(fresh_board):
     assert board.ble_address not in advertisements(board, timeout=0.5)
 
 
-@BLE_WORK_IN_IRQ
 def test_roost_provision_cli_reaches_a_board_in_another_process(tmp_path, firmware_image, home):
     """`roost board` in one process, `roost provision --transport ble --board sim://HOST:PORT` in
     another: a phone (bleak on the Bumble backend) joins the board's air over TCP."""

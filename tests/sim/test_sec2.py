@@ -10,7 +10,6 @@ from tools.prov.client import Provisioner
 from tools.prov.factory import sec2_factory
 from tools.sim.world import AccessPoint, World
 
-from tests.sim.firmware_bugs import BLE_WORK_IN_IRQ
 from tests.sim.phone import ble, softap
 
 PASSWORD = "abcd1234"
@@ -41,7 +40,7 @@ def transport(board, kind):
     return ble(board) if kind == "ble" else softap(board)
 
 
-@pytest.mark.parametrize("kind", [pytest.param("ble", marks=BLE_WORK_IN_IRQ), "softap"])
+@pytest.mark.parametrize("kind", ["ble", "softap"])
 def test_phone_provisions_with_the_password(fresh_board, kind):
     board = fresh_board(kind)
     lines = []
@@ -62,7 +61,6 @@ def test_phone_provisions_with_the_password(fresh_board, kind):
     assert SRP["srp_verifier"].encode() not in log
 
 
-@BLE_WORK_IN_IRQ
 def test_wrong_password_is_rejected_and_a_fresh_handshake_works(fresh_board):
     board = fresh_board("ble")
     with ble(board) as t:
@@ -76,7 +74,7 @@ def test_wrong_password_is_rejected_and_a_fresh_handshake_works(fresh_board):
         assert Provisioner(t, password=PASSWORD).provision("home", "right horse battery", poll=0.2).ip
 
 
-@pytest.mark.parametrize("kind", [pytest.param("ble", marks=BLE_WORK_IN_IRQ), "softap"])
+@pytest.mark.parametrize("kind", ["ble", "softap"])
 def test_tampered_request_is_refused_and_the_session_goes_on(fresh_board, kind):
     board = fresh_board(kind)
     with transport(board, kind) as t:
@@ -97,7 +95,6 @@ def test_tampered_request_is_refused_and_the_session_goes_on(fresh_board, kind):
     assert board.boots == 1
 
 
-@BLE_WORK_IN_IRQ
 def test_a_replayed_request_is_refused(fresh_board):
     """sec_patch_ver 1: each message has its own nonce, so a captured request does not
     decrypt a second time (with patch 0 it would)."""
@@ -112,7 +109,6 @@ def test_a_replayed_request_is_refused(fresh_board):
         assert p.set_user_mapping("u3", "k3") == board.mac.hex().upper()
 
 
-@BLE_WORK_IN_IRQ
 def test_roost_deploy_stores_only_the_srp_verifier(new_board, home, tmp_path):
     """Manufacture: `roost deploy --sec2-password` writes salt and verifier, never the password."""
     import subprocess
