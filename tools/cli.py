@@ -355,8 +355,7 @@ def parser():
     s.add_argument("--seconds", type=float, default=0,
                    help="seconds of live readings, then stop (default: until Ctrl-C)")
     s.add_argument("--transport", choices=("softap", "ble"), default=None,
-                   help="how the simulated phone provisions the board (default softap: BLE provisioning "
-                        "fails on an ESP32 until issue 19, see docs/simulator.md)")
+                   help="how the simulated phone provisions the board (default ble)")
     s.add_argument("--pace", default=None, help="'esp32': the board runs at an ESP32's speed")
     s.set_defaults(fn=cmd_sim)
 

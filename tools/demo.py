@@ -17,10 +17,8 @@ import uuid
 from pathlib import Path
 
 POP = "abcd1234"                 # the demo board's proof of possession (printed on its label)
-# How the phone reaches the board by default. BLE provisioning fails on an ESP32 until issue 19:
-# the firmware's GATT write handler needs about 5.9 KB of the NimBLE task's 4 KB of stack
-# (docs/simulator.md, "BLE IRQ context"), and the simulated chip enforces that. SoftAP meanwhile.
-TRANSPORT = "softap"
+# How the phone reaches the board by default: BLE, as Espressif's apps do first.
+TRANSPORT = "ble"
 WIFI = ("roost-lab", "correct horse")
 SPARKS = "▁▂▃▄▅▆▇█"
 INTERVAL_S = 2
@@ -134,9 +132,7 @@ def run(directory, ram="esp32", heap=None, seconds=0, say=print, echo=None, map_
                 result = p.provision(*WIFI, user_id=uid, secret=secret,
                                      on_progress=lambda line: say("phone: " + line), poll=0.5)
         except ProvError as e:
-            hint = (" (BLE provisioning fails on an ESP32 until issue 19: docs/simulator.md, "
-                    "\"BLE IRQ context\")" if transport == "ble" else "")
-            raise DemoError("provisioning over %s failed: %s%s" % (transport, e, hint))
+            raise DemoError("provisioning over %s failed: %s" % (transport, e))
         say("provisioned: node %s on Wi-Fi with IP %s" % (result.node_id, result.ip))
         status = map_user(d / "cloud", node_id, secret, token)
         say("phone: the cloud says the mapping of node %s to %s is %s" % (node_id, user, status))

@@ -35,8 +35,7 @@ def main():
     from tests.bench.table import print_table
     rows = []
     for name in HOST:
-        # A benchmark that fails says so in its row and the others still run: those that provision
-        # over BLE fail on the ESP32's rules until issue 19 (tests/sim/firmware_bugs.py).
+        # A benchmark that fails says so in its row and the others still run.
         try:
             importlib.import_module("tests.bench." + name).run(rows)
         except Exception as e:      # noqa: BLE001 - any failure is reported, not fatal

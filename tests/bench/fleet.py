@@ -6,8 +6,7 @@ through one Mosquitto and one local cloud.
 
 The story of a person with a box of boards: the cloud has a bootstrap config for every board, and
 every board its factory config (PoP, cloud, CA). All are powered on at once. Phones provision
-them (security 1; over tests/sim/phone.py ONBOARDING: SoftAP until BLE provisioning works on the
-ESP32's rules, issue 19) with the Wi-Fi credentials and the owner's mapping secret, a few boards
+them (security 1, over BLE: tests/sim/phone.py ONBOARDING) with the Wi-Fi credentials and the owner's mapping secret, a few boards
 at a time; for each, the owner's app asks the cloud for the user-node mapping and polls until it
 is confirmed. Each board bootstraps, connects over TLS MQTT, reports its mapping and subscribes to
 its commands; the cloud then asks it to sample every second. The whole fleet streams for a

@@ -116,7 +116,9 @@ def _peaks(samples, ends):
     for line in Path(samples).read_text().splitlines():
         t, n = (int(x) for x in line.split())
         for name, end in zip(NAMES, ends):
-            if t <= end:
+            # Strictly before: a sample in the same millisecond as the phase's last line may
+            # already be the next phase's work (BLE starting right after "provisioning open").
+            if t < end:
                 peak[name] = max(peak.get(name, 0), n)
                 break
     return peak

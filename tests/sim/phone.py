@@ -25,9 +25,8 @@ def advertisements(board, timeout=1.0):
 
 
 # How the tests that are about what comes after provisioning (cloud, streaming, registration)
-# onboard their boards: over the board's SoftAP while BLE provisioning fails on the ESP32's
-# rules (issue 19: tests/sim/firmware_bugs.py). The BLE tests provision over BLE themselves.
-ONBOARDING = "softap"
+# onboard their boards: over BLE, as a phone does first.
+ONBOARDING = "ble"
 
 
 def provision(board, pop, ssid, passphrase, password=None, transport=ONBOARDING, **kw):

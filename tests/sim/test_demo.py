@@ -1,6 +1,6 @@
 """`make sim` tells the story: the local cloud, a new board whose registration key is typed at its
-console, provisioned by the simulated phone (over SoftAP until issue 19 makes BLE work on the
-ESP32's rules: tools/demo.py TRANSPORT), bootstrapped, on TLS MQTT, mapped to the phone's user,
+console, provisioned by the simulated phone (over BLE by default, tools/demo.py TRANSPORT; SoftAP
+on request), bootstrapped, on TLS MQTT, mapped to the phone's user,
 registered with a ThingSpeak channel, and a live line of its readings arriving."""
 import re
 import subprocess
@@ -13,8 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("transport", [None, "ble"],
-                         ids=["default", "ble"])
+@pytest.mark.parametrize("transport", [None, "softap"],
+                         ids=["default", "softap"])
 def test_make_sim_tells_the_story_from_the_box_to_readings(tmp_path, transport):
     r = subprocess.run([sys.executable, "-m", "tools", "sim", "--dir", str(tmp_path), "--seconds", "20"]
                        + (["--transport", transport] if transport else []),

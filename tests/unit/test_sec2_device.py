@@ -255,7 +255,7 @@ show("seen", lambda: len(seen))
 show("garbage", s.handle, "prov-session", b"\\xff\\xff")
 show("good", s.handle, "prov-config", good)
 show("seen2", lambda: seen[0].hex())
-""")
+""", heap="128K")   # protocomm compiled from source on top of sec2's: a device loads .mpy
     assert out["wrong"] == "!AuthFailed" and out["failures"] == "1"
     assert out["reset"] == "0" and not out["r1"].startswith("!")
     assert out["bad"] == "!ProvError" and out["seen"] == "0" and out["garbage"] == "!ProvError"
