@@ -3,17 +3,20 @@
 # a key) with its ThingSpeak sink, and the cloud manager, and ends them all when the link is
 # lost. firmware/app.py owns the order of phases; this module is loaded only while online.
 import asyncio
+import time
 
 from micropython import const
 
 import log
 from backoff import backoff
+from epoch import clock_set
 from firmware import board
 from firmware.unload import unload
 
 _RESYNC_S = const(6 * 3600)    # an ESP32's RTC drifts by seconds a day
 _RETRY_S = 5                   # the clock's and the ThingSpeak sink's retries: 5 s to 10 min
 _RETRY_CAP_S = 600
+_REJOIN_WAIT_MS = const(15000)  # the port's own reconnect after a link loss, before a new join
 
 
 class Online:
@@ -22,11 +25,13 @@ class Online:
         self.store = app.store
         self.registrar = None
         self.tasks = []
+        self._clock = asyncio.Event()   # set by the first good network time
+        self._cloud_started = False
 
     def key_changed(self):
         if self.registrar is not None:
             self.registrar.new_key()
-        else:
+        elif self._cloud_started:       # else _start_cloud() finds the key when it runs
             self._register()
 
     def _register(self):
@@ -79,9 +84,30 @@ class Online:
     async def _keep_clock(self, host, ok):
         attempt = 0
         while True:
+            if ok:
+                self._clock.set()
             attempt = 0 if ok else attempt + 1
             await asyncio.sleep(_RESYNC_S if ok else backoff(attempt - 1, _RETRY_S, _RETRY_CAP_S))
             ok = await self._sync_clock(host)
+
+    async def _start_cloud(self, ntp):
+        # TLS only on a set clock: mbedTLS checks certificate dates, and before network time
+        # an ESP32's clock reads 2000-01-01, when every certificate is "not yet valid".
+        if not clock_set():
+            if ntp:
+                log.warning("app", "TLS waits for network time from %s: certificates cannot be "
+                            "checked on a clock that reads %d" % (ntp, time.gmtime()[0]))
+                await self._clock.wait()
+            else:
+                log.warning("app", "the clock is not set and the factory config names no NTP "
+                            "server: TLS will find every certificate not yet valid")
+        self._cloud_started = True
+        self._register()
+        if self.store.factory["endpoints"]["bootstrap"]:
+            from firmware.cloud.manager import Cloud
+            app = self.app
+            self.tasks.append(asyncio.create_task(
+                Cloud(self.store, app.node_id, app.tls, app.telemetry).run()))
 
     async def run(self):
         app = self.app
@@ -109,19 +135,23 @@ class Online:
             # query's timeout, and a later try sets it.
             self.tasks.append(asyncio.create_task(self._keep_clock(ntp, await self._sync_clock(ntp))))
         app.start_telemetry()           # after the TLS context: see above
-        self._register()
-        if endpoints["bootstrap"]:
-            from firmware.cloud.manager import Cloud
-            self.tasks.append(asyncio.create_task(
-                Cloud(self.store, app.node_id, app.tls, app.telemetry).run()))
-        if not endpoints["bootstrap"] and not endpoints["registration"]:
+        if endpoints["bootstrap"] or endpoints["registration"]:
+            self.tasks.append(asyncio.create_task(self._start_cloud(ntp)))
+        else:
             log.info("app", "no cloud in the factory config: staying local")
         try:
             while True:
                 await asyncio.sleep_ms(1000)
-                if not board.sta().isconnected():
-                    log.warning("app", "Wi-Fi lost; rejoining")
-                    return
+                if board.sta().isconnected():
+                    continue
+                # The port rejoins by itself; a join started now would only fight it (and the
+                # cloud's sockets survive a short loss). The tasks go on meanwhile.
+                log.warning("app", "Wi-Fi lost; waiting for the driver to rejoin")
+                if await self.app.station.rejoined(_REJOIN_WAIT_MS):
+                    log.info("app", "Wi-Fi back")
+                    continue
+                log.warning("app", "Wi-Fi still lost after %d s; rejoining" % (_REJOIN_WAIT_MS // 1000))
+                return
         finally:
             for t in self.tasks:
                 t.cancel()      # their sockets are dead anyway; they close them on the way out

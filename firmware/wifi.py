@@ -6,6 +6,13 @@
 # replaces it, and a wrong WPA2 password may show as CONNECTING forever. So a failure
 # status seen at connect time is trusted only after _STALE_MS, and an attempt that is
 # still connecting after _ATTEMPT_MS counts as a wrong password, as IDF reports it.
+#
+# The driver's own errors (docs/simulator.md, "Wi-Fi"): connect() while it is joining or
+# rejoining by itself raises "Wifi Internal Error" (ESP_ERR_WIFI_CONN, MicroPython #17661),
+# and status() does not tell (it shows the last loss's reason), so a join always stops the
+# driver's attempt first; after a link loss the port rejoins by itself,
+# so rejoined() gives it time before anyone starts a join; and any OSError from the driver
+# ("WiFi Out of Memory" too) fails the attempt, never the board.
 import asyncio
 import time
 
@@ -15,6 +22,7 @@ import log
 from firmware import board
 
 _ATTEMPT_MS = const(20000)
+_POLL_MS = const(200)
 _STALE_MS = const(3000)
 _AUTH_CODES = (202, 15, 204, 205)          # wrong password, 4-way/handshake timeout
 _NOT_FOUND_CODES = (201, 210, 211, 212)
@@ -35,19 +43,40 @@ class Station:
 
     def connect(self, ssid, password):
         """Start joining ssid (returns at once; poll state())."""
-        w = board.sta()
-        self._stale = w.status()
         if isinstance(ssid, bytes):
             ssid = ssid.decode()
         self.ssid = ssid
         self._started = time.ticks_ms()
         self.result = None
-        w.connect(ssid, password)
+        try:
+            w = board.sta()
+            # Stop whatever the driver is doing first: after a loss it rejoins by itself while
+            # status() still shows the loss's reason, and connect() during that would raise.
+            try:
+                w.disconnect()
+            except OSError:
+                pass
+            self._stale = w.status()
+            w.connect(ssid, password)
+        except OSError as e:
+            log.warning("wifi", "the driver refused to join %r: %s" % (ssid, log.why(e)))
+            self.result = (FAILED, "not_found")
+            return
         log.info("wifi", "joining %r" % ssid)
 
     def disconnect(self):
         self.ssid = None
         board.sta().disconnect()
+
+    async def rejoined(self, timeout_ms):
+        """After a link loss: True if the port's own reconnect brings the link back within
+        timeout_ms (it retries while a connection is requested, network_wlan.c:156)."""
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+            await asyncio.sleep_ms(_POLL_MS)
+            if board.sta().isconnected():
+                return True
+        return False
 
     def state(self):
         """(CONNECTING, None) | (CONNECTED, ip) | (FAILED, "auth"|"not_found") | (IDLE, None)."""
@@ -111,5 +140,5 @@ class Station:
                     return True
                 if st == FAILED:
                     break
-                await asyncio.sleep_ms(200)
+                await asyncio.sleep_ms(_POLL_MS)
         return False

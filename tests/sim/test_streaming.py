@@ -82,16 +82,47 @@ def test_broker_restart_loses_nothing(streaming, cloud):
     assert stats["count"] >= 9
 
 
+BOOTED = re.compile(rb"INFO roost: roost \S+ node")
+
+
+def assert_never_reset(board, since):
+    """The board stayed up: no crash, no boot banner, no refusal from the Wi-Fi driver."""
+    out = bytes(board.out[since:])
+    assert b"application crashed" not in out and not BOOTED.search(out), out.decode(errors="replace")[-2000:]
+    assert b"Wifi Internal Error" not in out
+
+
 def test_wifi_down_then_back(streaming, cloud):
+    """A short outage: the port rejoins by itself, and the firmware lets it (no join of its own,
+    which the driver would refuse with "Wifi Internal Error" while it is rejoining)."""
     board = streaming()
     cloud.wait_readings(board.node_id, 3, timeout=15)
+    start = board.mark()
     ap = board.world.ap("home")
     ap.up = False
-    board.wait_for(b"Wi-Fi lost", timeout=10)
+    board.wait_for(b"Wi-Fi lost; waiting for the driver", timeout=10)
     time.sleep(5)
     ap.up = True
-    board.wait_for(LISTENING, since=board.mark(), timeout=60)
+    board.wait_for(b"Wi-Fi back", since=start, timeout=20)
+    board.wait_for(LISTENING, since=start, timeout=60)
     assert_exactly_once(cloud, board, device_last_seq(cloud, board))
+    assert_never_reset(board, start)
+
+
+def test_a_long_wifi_outage_never_resets_the_board(streaming, cloud):
+    """Past the port's own attempts the firmware joins again itself: it stops the driver's
+    attempt first, and keeps trying with backoff until the access point is back."""
+    board = streaming()
+    cloud.wait_readings(board.node_id, 2, timeout=15)
+    start = board.mark()
+    ap = board.world.ap("home")
+    ap.up = False
+    board.wait_for(b"Wi-Fi still lost", timeout=30)
+    board.wait_for(b"no known network reachable", since=start, timeout=60)
+    ap.up = True
+    board.wait_for(LISTENING, since=start, timeout=90)
+    assert_exactly_once(cloud, board, device_last_seq(cloud, board))
+    assert_never_reset(board, start)
 
 
 def test_power_cuts_while_streaming(streaming, cloud):
