@@ -149,6 +149,7 @@ class LocalCloud:
             self._client.loop_stop()
             self._client = None
         self.stop_http()
+        self.ntp.stop()
         self.broker.stop()
         self.db.close()
 
@@ -159,17 +160,19 @@ class LocalCloud:
         self.stop()
 
     def start_http(self):
-        """(Re)start the HTTP services (and the time service beside them), on the same ports."""
+        """(Re)start the HTTP services on the same port, and the time service if it is not running."""
         if self.http is None:
             self.http = HTTPService(self.router, port=self._http_port, host=self.bind, faults=self.http_faults).start()
             self._http_port = self.http.port
+        if self.ntp.sock is None:
             self.ntp.start()
 
     def stop_http(self):
+        """Stop the HTTP services only: the time server stays up, as pool.ntp.org does when a
+        cloud's web server is down (a board waiting for time would never reach the dead server)."""
         if self.http is not None:
             self.http.stop()
             self.http = None
-            self.ntp.stop()
 
     def _load_state(self):
         try:
