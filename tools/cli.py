@@ -147,9 +147,21 @@ def cmd_provision_qr(args):
     print(payload)
 
 
-def _console(args):
-    from tools.console import Console
-    return Console(args.port)
+def _console_command(args, line, fallback, answers=(), until=None):
+    """A command typed at the running firmware's roost> prompt: the firmware keeps running. Only
+    when it is not at its prompt (stopped at the Python REPL, crashed) the same job runs through
+    the raw REPL (fallback: firmware/console.py's function and arguments), then the firmware
+    restarts, as it would after a reset."""
+    from tools.console import Console, NotAtPrompt, PROMPT
+    with Console(args.port) as c:
+        try:
+            return c.command(line, answers, until or PROMPT)
+        except NotAtPrompt:
+            print("the firmware is not at its roost> prompt: ran %s from the Python REPL and restarted "
+                  "the firmware" % fallback[0], file=sys.stderr)
+            out = c.firmware(*fallback)
+            c.restart()
+            return out
 
 
 def cmd_console_set_key(args):
@@ -157,13 +169,11 @@ def cmd_console_set_key(args):
     if not key:
         import getpass
         key = getpass.getpass("registration key: ")
-    with _console(args) as c:
-        out = c.firmware("set_key", key)
-        print(out.strip())
-        c.restart()
+    out = _console_command(args, "key", ("set_key", key), answers=[("registration key: ", key)])
+    print(out.strip())
     if "registration key stored" not in out:
         raise CliError("the board did not store the key")
-    print("firmware restarted: it registers once it is online")
+    print("the board registers with it once it is online")
 
 
 def cmd_console_terminal(args):
@@ -178,17 +188,14 @@ def cmd_console_terminal(args):
 
 
 def cmd_console_status(args):
-    with _console(args) as c:
-        print(c.firmware("status").strip())
-        c.restart()
+    print(_console_command(args, "status", ("status",)).strip())
 
 
 def cmd_console_factory_reset(args):
     if not args.yes:
         raise CliError("factory reset erases Wi-Fi networks, keys and registration: add --yes")
-    with _console(args) as c:
-        print(c.firmware("factory_reset").strip())
-        c.restart()
+    print(_console_command(args, "factory-reset", ("factory_reset",), answers=[("type yes: ", "yes")],
+                           until=b"rebooting").strip())
 
 
 def cmd_cloud_serve(args):

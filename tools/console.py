@@ -1,13 +1,15 @@
 """The serial console of a board, real or simulated, through mpremote's own transport.
 
     with Console("socket://127.0.0.1:4000") as c:      # or "/dev/ttyUSB0"
+        print(c.command("status"))                      # at the running firmware's roost> prompt
         print(c.exec("import gc; print(gc.mem_free())"))
-        print(c.firmware("set_key", "HQ481047-1JWORF43"))   # firmware/console.py's commands
-        c.restart()                                          # soft reset: the firmware runs again
 
-exec() interrupts the running firmware (Ctrl-C) and uses the raw REPL without a soft reset,
-exactly like `mpremote connect PORT resume exec ...`.
+command() types at the firmware's own console (firmware/console.py) while it runs: nothing
+stops. exec() interrupts the running firmware (Ctrl-C) and uses the raw REPL without a soft
+reset, exactly like `mpremote connect PORT resume exec ...`; firmware() runs a console command
+that way, for a board whose firmware is not at its prompt (stopped at the Python REPL, say).
 """
+import re
 import time
 
 from mpremote.transport import TransportError
@@ -16,6 +18,15 @@ from mpremote.transport_serial import SerialTransport
 
 class ConsoleError(Exception):
     pass
+
+
+class NotAtPrompt(ConsoleError):
+    """No firmware console answered an Enter: the firmware is not running (or not this one)."""
+
+
+PROMPT = b"roost> "
+_LOG_LINE = re.compile(r"^\d+ (DEBUG|INFO|WARN|ERROR) \S+: ")
+_BUSY = "console: not enough memory right now"
 
 
 class Console:
@@ -71,6 +82,44 @@ class Console:
         if err:
             raise ConsoleError(err.decode(errors="replace").strip())
         return out.decode(errors="replace")
+
+    def command(self, line, answers=(), until=PROMPT, timeout=None):
+        """Type `line` at the running firmware's roost> prompt, answer its questions (pairs of
+        the question's last words and the answer), and return what the command printed: its own
+        lines, without the echo, the prompts or the log lines printed meanwhile. `until` ends the
+        answer (the next prompt; b"rebooting" for a command that resets the board). The firmware
+        keeps running. NotAtPrompt when no roost> prompt answers an Enter."""
+        timeout = timeout or self.timeout
+        t = self.t
+        try:
+            for attempt in (1, 2):
+                t.serial.reset_input_buffer()
+                # Ctrl-U clears a line someone left half typed (or a question left unanswered);
+                # Enter alone then shows a fresh prompt.
+                t.serial.write(b"\x15\r")
+                if not t.read_until(1, PROMPT, timeout_overall=3).endswith(PROMPT):
+                    raise NotAtPrompt("console %s: no roost> prompt (is the firmware running?)" % self.port)
+                t.serial.write(line.encode() + b"\r")
+                out = b""
+                for question, answer in answers:
+                    out += self._expect(question.encode(), timeout)
+                    t.serial.write(answer.encode() + b"\r")
+                out += self._expect(until, timeout)
+                text = out.decode(errors="replace")
+                if _BUSY not in text or attempt == 2:
+                    break
+                time.sleep(1)         # the console's code did not fit the heap this moment
+        except TransportError as e:
+            raise ConsoleError("console %s: %s" % (self.port, e))
+        return "\n".join(x for x in text.replace("\r", "").split("\n")
+                         if x and not x.startswith("roost>") and not _LOG_LINE.match(x)
+                         and not any(q in x for q, _ in answers))
+
+    def _expect(self, ending, timeout):
+        out = self.t.read_until(1, ending, timeout_overall=timeout)
+        if not out.endswith(ending):
+            raise ConsoleError("console %s: no %r from the firmware in %d s" % (self.port, ending.decode(), timeout))
+        return out
 
     def eval(self, expr):
         import ast

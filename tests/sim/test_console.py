@@ -1,6 +1,7 @@
 """A person at a terminal on the board's serial console (by hand, or through `roost console --port`),
-and `roost console` doing the same jobs through the raw REPL: the registration key (masked, validated), status, factory reset. The key
-never appears on the console in clear, and a refused key changes nothing."""
+and `roost console` doing the same jobs at the running firmware's prompt: the registration key (masked,
+validated), status, factory reset. The key never appears on the console in clear, and a refused key
+changes nothing."""
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tools import cli
-from tools.console import ConsoleError
+from tools.console import Console, ConsoleError
 
 from tests.sim.terminal import PROMPT, command, type_
 
@@ -115,12 +116,16 @@ def test_roost_console_set_key_status_and_factory_reset(powered, capsys):
     mark = powered.mark()
     code, out, err = roost(capsys, "console", "set-key", "HQ481047-1JWORF43", "--port", port)
     assert code == 0, err
-    assert "registration key stored: HQ481047-********" in out and "firmware restarted" in out
-    powered.wait_for(b"provisioning open for", since=mark, timeout=15)       # running again
+    assert "registration key stored: HQ481047-********" in out and "registers with it" in out
 
     code, out, err = roost(capsys, "console", "status", "--port", port)
-    assert code == 0 and "registration: key HQ481047-********, not registered yet" in out
-    assert "1JWORF43" not in out
+    assert code == 0, err
+    # The running firmware answered: it says what it is doing, and nothing restarted it.
+    assert "state provisioning" in out and "firmware stopped" not in out, out
+    assert "registration: key HQ481047-********, not registered yet" in out
+    shown = bytes(powered.out[mark:])
+    assert b"soft reboot" not in shown and b"1JWORF43" not in shown
+    assert not any(line.startswith(("roost>", "registration key: ")) for line in out.splitlines()), out
 
     code, out, err = roost(capsys, "console", "set-key", "HQ481047-1JWORF4", "--port", port)
     assert code == 1 and "refused" in out and "did not store the key" in err
@@ -133,6 +138,16 @@ def test_roost_console_set_key_status_and_factory_reset(powered, capsys):
     powered.wait_for(b"provisioning open for", since=mark, timeout=15)
     code, out, err = roost(capsys, "console", "status", "--port", port)
     assert "registration: key not set" in out
+
+
+def test_roost_console_status_of_a_stopped_firmware_restarts_it(powered, capsys):
+    port = "socket://127.0.0.1:%d" % powered.console.port
+    with Console(port) as c:
+        c.exec("print(1)")                     # Ctrl-C: the firmware stops at the Python REPL
+    mark = powered.mark()
+    code, out, err = roost(capsys, "console", "status", "--port", port)
+    assert code == 0 and "firmware stopped" in out and "not at its roost> prompt" in err
+    powered.wait_for(b"provisioning open for", since=mark, timeout=15)       # running again
 
 
 def test_roost_console_without_a_board_fails_in_one_line(capsys):
