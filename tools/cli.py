@@ -77,9 +77,7 @@ def cmd_deploy(args):
         deploy.to_image(args.image, mpy=args.mpy, romfs=args.romfs, micropython=args.micropython,
                         factory=factory)
     else:
-        if args.romfs:
-            raise CliError("--romfs over a port: use `mpremote romfs deploy` (needs a romfs partition)")
-        deploy.to_port(args.port, mpy=args.mpy, factory=factory)
+        deploy.to_port(args.port, mpy=args.mpy, factory=factory, romfs=args.romfs)
 
 
 def cmd_sim(args):
@@ -383,7 +381,7 @@ def parser():
     d.add_argument("--port", help="serial port or socket://host:port of a board's console")
     d.add_argument("--mpy", action="store_true", help="deploy .mpy built by mpy-cross")
     d.add_argument("--romfs", action="store_true",
-                   help="code in the ROMFS partition (runs from flash; saves heap)")
+                   help="code in the romfs partition (builds with one: partitions-4MiB-romfs.csv); it runs from flash and saves heap")
     d.add_argument("--factory", help="factory config JSON to write (node_id, pop, prov, endpoints...)")
     d.add_argument("--sec2-password", metavar="PW",
                    help="security 2: store the SRP salt and verifier of this password (not the password)")

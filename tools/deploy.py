@@ -97,6 +97,15 @@ def build_romfs():
         return make_romfs(str(src), mpy_cross=False)
 
 
+def _fit_partition(romfs):
+    """The ROMFS image as the partition holds it: padded with erased flash to its size."""
+    from tools.sim.board import ROMFS_PARTITION_SIZE
+    if len(romfs) > ROMFS_PARTITION_SIZE:
+        raise DeployError("the ROMFS image (%d bytes) is larger than the romfs partition (%d bytes)"
+                          % (len(romfs), ROMFS_PARTITION_SIZE))
+    return romfs + b"\xff" * (ROMFS_PARTITION_SIZE - len(romfs))
+
+
 def romfs_path(image):
     """Where the simulator keeps a board's ROMFS partition: beside its flash image."""
     return Path(str(image) + ".romfs")
@@ -122,7 +131,7 @@ def to_image(image, mpy=False, micropython=None, log=print, factory=None, romfs=
     rom = romfs_path(image)
     staging = build(mpy or romfs)
     if romfs:
-        rom.write_bytes(build_romfs())
+        rom.write_bytes(_fit_partition(build_romfs()))
         lfs = _fresh_dir(BUILD / "romfs-lfs")
         for name in ROOT_FILES:
             shutil.copyfile(staging / name, lfs / name)
@@ -197,12 +206,68 @@ def _board_hashes(port):
     return have
 
 
-def to_port(port, mpy=False, log=print, factory=None):
+# Runs on the board: "<size> <sha256>" of the romfs partition's first n bytes.
+_ROM_HASH = """
+import vfs, hashlib, binascii
+dev = vfs.rom_ioctl(2, 0)
+h = hashlib.sha256()
+buf = bytearray(512)
+n = %d
+for off in range(0, n, 512):
+    dev.readblocks(0, buf, off)
+    h.update(buf if n - off >= 512 else buf[:n - off])
+print(binascii.hexlify(h.digest()).decode())
+"""
+
+
+# Runs on the board: remove the code folders from LittleFS, folders too (an empty /firmware
+# would still come before /rom on sys.path, as a namespace package without the modules).
+_RMTREE = """
+import os
+def rm(p):
+    for name, kind, *_ in os.ilistdir(p):
+        q = p + '/' + name
+        rm(q) if kind == 0x4000 else os.remove(q)
+    os.rmdir(p)
+for d in %r:
+    try:
+        rm(d)
+    except OSError:
+        pass
+""" % (CODE_DIRS,)
+
+
+def _romfs_to_port(port, log):
+    """Write the ROMFS image into the board's romfs partition (mpremote's own `romfs deploy`,
+    which checks the partition and its size), then read it back to verify it."""
+    import tempfile
+    romfs = build_romfs()
+    with tempfile.NamedTemporaryFile(suffix=".romfs") as image:   # mpremote takes a file named *.romfs
+        image.write(romfs)
+        image.flush()
+        out = mpremote(port, "romfs", "deploy", image.name, timeout=300)
+    if "ROMFS image deployed" not in out:
+        # mpremote prints its refusals ("ROMFS is not enabled on this device", "... partition not
+        # found", "too big") and exits 1 or 0: say what it said.
+        lines = [line.strip() for line in out.replace("\r", "\n").splitlines() if line.strip()]
+        raise DeployError("no ROMFS written on %s: %s" % (port, lines[-1] if lines else "mpremote said nothing"))
+    have = mpremote(port, "exec", _ROM_HASH % len(romfs)).strip()
+    if have != hashlib.sha256(romfs).hexdigest():
+        raise DeployError("verify failed: the romfs partition does not hold the image; deploy again")
+    log("ROMFS: %d bytes written to the romfs partition, verified" % len(romfs))
+
+
+def to_port(port, mpy=False, log=print, factory=None, romfs=False):
     """Copy changed files to a board over its serial console (hash compare), check what the
-    board then holds (hash compare again), write the factory config if given, then reset it."""
-    staging = build(mpy)
+    board then holds (hash compare again), write the factory config if given, then reset it.
+    romfs=True: firmware/ and lib/ go into the board's romfs partition (a build with one:
+    partitions-4MiB-romfs.csv) and leave LittleFS, where they would shadow it."""
+    staging = build(mpy or romfs)
+    if romfs:
+        _romfs_to_port(port, log)
     have = _board_hashes(port)
-    local = {p.relative_to(staging).as_posix(): p for p in staging.rglob("*") if p.is_file()}
+    local = {p.relative_to(staging).as_posix(): p for p in staging.rglob("*") if p.is_file()
+             and not (romfs and p.relative_to(staging).parts[0] in CODE_DIRS)}
     digest = {rel: hashlib.sha256(p.read_bytes()).hexdigest() for rel, p in local.items()}
     changed = [rel for rel in sorted(local) if have.get(rel) != digest[rel]]
     stale = [rel for rel in have if rel.split("/")[0] in CODE_DIRS and rel not in local]
@@ -215,9 +280,12 @@ def to_port(port, mpy=False, log=print, factory=None):
         args += ["exec", "import os\ntry:\n os.mkdir(%r)\nexcept OSError:\n pass" % d, "+"]
     for rel in changed:
         args += ["fs", "cp", str(local[rel]), ":" + rel, "+"]
-    for rel in stale:
-        args += ["fs", "rm", ":" + rel, "+"]
-    if changed or stale:
+    if romfs:
+        args += ["exec", _RMTREE, "+"]
+    else:
+        for rel in stale:
+            args += ["fs", "rm", ":" + rel, "+"]
+    if changed or stale or romfs:
         mpremote(port, *args[:-1])
         args = []
         now = _board_hashes(port)
@@ -229,7 +297,7 @@ def to_port(port, mpy=False, log=print, factory=None):
         import json
         args += ["exec", "import json\nfrom firmware.store import Store\nStore().set_factory(json.loads(%r))"
                  % json.dumps(factory), "+"]
-    if changed or stale or factory is not None:
+    if romfs or changed or stale or factory is not None:
         mpremote(port, *args, "reset")
     log("deployed %d files: %d written, %d removed, all verified" % (len(local), len(changed), len(stale)))
     return changed

@@ -72,3 +72,31 @@ def test_deploy_refuses_two_targets_with_one_clear_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tools", "deploy"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0 and "exactly one target" in r.stderr
+
+
+def test_deploy_romfs_over_the_console_runs_the_code_from_flash(board):
+    b = board(romfs_partition=True)              # partitions-4MiB-romfs.csv: a romfs partition
+    b.wait_for(b">>> ")
+    url = console_url(b)
+    deploy.to_port(url, mpy=True, log=lambda line: None)     # first the code in LittleFS
+    b.wait_for(BANNER, timeout=15)
+    said = []
+    deploy.to_port(url, romfs=True, log=said.append)
+    assert said[0].startswith("ROMFS: ") and said[0].endswith("verified"), said
+    b.wait_for(b"provisioning open", timeout=20)
+    from tools.console import Console
+    with Console(url) as c:
+        # The code runs from the partition; LittleFS keeps boot.py, main.py and data only,
+        # since its copies would come first on sys.path.
+        assert c.eval("__import__('firmware.app').app.__file__") == "/rom/firmware/app.mpy"
+        assert c.eval("__import__('srp6a').__file__") == "/rom/lib/srp6a.mpy"
+        assert not {"firmware", "lib"} & set(c.eval("__import__('os').listdir('/')"))
+
+
+def test_deploy_romfs_to_a_board_without_the_partition_says_so(board):
+    b = board()                                  # ESP32_GENERIC's table: no romfs partition
+    b.wait_for(b">>> ")
+    r = subprocess.run([sys.executable, "-m", "tools", "deploy", "--romfs", "--port", console_url(b)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "partition not found" in r.stderr

@@ -68,6 +68,11 @@ def heap_bytes(size):
     return int(s.rstrip("KM")) * mult
 
 
+# The romfs partition of MicroPython's partitions-4MiB-romfs.csv (0x20000 bytes at 0x1E0000).
+# A board has one when the file beside its flash image exists (romfs_path in tools/deploy.py).
+ROMFS_PARTITION_SIZE = 0x20000
+
+
 def blank_image(path, size=FLASH_SIZE):
     """An erased flash: all 0xFF. The chip formats it at first boot, like a new ESP32."""
     with open(path, "wb") as f:
@@ -76,8 +81,11 @@ def blank_image(path, size=FLASH_SIZE):
 
 class Board:
     def __init__(self, flash, ram="esp32", heap=None, world=None, mac=None, micropython=None,
-                 console_port=0, echo=None, heapwatch=None, pace=None):
+                 console_port=0, echo=None, heapwatch=None, pace=None, romfs_partition=False):
         self.flash = Path(flash)
+        rom = Path(str(self.flash) + ".romfs")
+        if romfs_partition and not rom.exists():  # partitions-4MiB-romfs.csv, erased
+            blank_image(rom, ROMFS_PARTITION_SIZE)
         self.heapwatch = heapwatch          # a host file for the live heap's samples (chip/heapwatch.py)
         if ram not in RAM_PROFILES:
             raise ValueError("ram: one of %s, not %r" % (", ".join(RAM_PROFILES), ram))
@@ -165,7 +173,7 @@ class Board:
         self.reset_cause = cause
         self.halted = False
         self.uart_intr = True
-        rom = Path(str(self.flash) + ".romfs")     # the ROMFS partition, if deployed (tools/deploy.py)
+        rom = Path(str(self.flash) + ".romfs")     # the romfs partition, if the board has one
         rom_size = rom.stat().st_size if rom.exists() else 0
         from . import radio                         # Bumble: only for boards, not for tools that run the chip
         self.chip_radio = radio.attach_chip(self.world.air(), ble_mac(self.mac))
@@ -347,6 +355,12 @@ class Board:
                         self._emit(("\r\n[sim] the chip did not start again: %s\r\n" % e).encode())
                         raise
         threading.Thread(target=later, daemon=True).start()
+
+    def _op_romfs_write(self, msg):
+        # The romfs partition's new bytes (tools/sim/shims/sim_esp32.py Partition): flash.
+        with open(str(self.flash) + ".romfs", "r+b") as f:
+            f.seek(msg["offset"])
+            f.write(bytes.fromhex(msg["data"]))
 
     def _op_uart(self, msg):
         self.uart_intr = msg["intr"]

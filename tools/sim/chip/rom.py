@@ -14,7 +14,7 @@ import flash
 import _air
 import repl
 
-for _name in ("machine", "network", "esp32", "socket"):
+for _name in ("machine", "network", "esp32", "socket", "vfs"):
     sys.modules[_name] = __import__("sim_" + _name)
 
 
@@ -64,25 +64,33 @@ def _run_file(path):
 
 def _mount_rom():
     # The ROMFS partition, if this board has one: code that runs from flash, mounted at
-    # /rom as MicroPython does on boards whose partition table has a romfs partition.
+    # /rom as py/runtime.c:199 does (extmod/vfs.c:577), errors ignored: an erased partition
+    # is simply not mounted.
     path = os.getenv("ROOST_ROMFS")
     if not path:
-        return 0
+        return False
+    # Read into one buffer of the partition's size: f.read() would grow its buffer as it
+    # reads and need twice that for a moment.
+    _air.ROM = bytearray(os.stat(path)[6])
     with open(path, "rb") as f:
-        _air.ROM = f.read()
-    vfs.mount(vfs.VfsRom(_air.ROM), "/rom")
-    return len(_air.ROM)
+        f.readinto(_air.ROM)
+    try:
+        vfs.mount(vfs.VfsRom(_air.ROM), "/rom")
+        return True
+    except OSError:
+        return False
 
 
 if os.getenv("ROOST_HEAPWATCH"):
     import heapwatch
     heapwatch.start(os.getenv("ROOST_HEAPWATCH"))
-_rom_size = _mount_rom()
+_rom_mounted = _mount_rom()
 _mount()
 os.chdir("/")
-sys.path[:] = ["", ".frozen", "/rom", "/rom/lib", "/lib"] if _rom_size else ["", ".frozen", "/lib"]
+# The port's sys.path, then "/rom" and "/rom/lib" appended once the partition mounts (vfs.c:588).
+sys.path[:] = ["", ".frozen", "/lib"] + (["/rom", "/rom/lib"] if _rom_mounted else [])
 raw = os.getenv("ROOST_REPL") == "raw"
-del _name, _mount, _mount_rom, _rom_size
+del _name, _mount, _mount_rom, _rom_mounted
 gc.collect()
 # What the simulator keeps alive from here on (the shims' objects, the REPL's state): heap a
 # board's C modules keep too. Heap watching counts the firmware's share above it.

@@ -16,6 +16,7 @@ _seq = 0
 _early = {}     # seq -> a reply read by a call other than its own (see call())
 _buf = bytearray()
 HOOK = None     # fn() run before every call: heapwatch.py samples the heap there
+ROM = None      # the romfs partition's bytes, if the board has one (rom.py reads it at boot)
 
 
 def _line():

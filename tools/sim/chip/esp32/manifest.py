@@ -17,5 +17,5 @@ module("repl.py", base_path="..")
 module("flash.py", base_path="..")
 module("heapwatch.py", base_path="..")
 module("dhrystone.py", base_path="..")     # the pace calibration's benchmark (tools/sim/pace.py)
-for _m in ("_air", "sim_machine", "sim_network", "sim_esp32", "sim_socket"):
+for _m in ("_air", "sim_machine", "sim_network", "sim_esp32", "sim_socket", "sim_vfs"):
     module(_m + ".py", base_path="../../shims")
