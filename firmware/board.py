@@ -39,6 +39,24 @@ def heap():
     return gc.mem_free(), gc.mem_alloc()
 
 
+def out_of_memory(e):
+    """True for the errors of a full heap: a MemoryError (the GC heap), or ENOMEM from the IDF's
+    (mbedTLS, lwIP and the Wi-Fi driver take from it)."""
+    return isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno == 12)
+
+
+def memory():
+    """Where the RAM is, for a log line: the GC heap's size and free bytes, and the IDF heap's
+    free bytes and largest block (what a TLS session's buffers must fit in)."""
+    import esp32
+    gc.collect()
+    idf = esp32.idf_heap_info(esp32.HEAP_DATA)
+    largest = max(r[2] for r in idf)
+    free = gc.mem_free() - largest      # mem_free() counts the block the heap could grow into
+    return "GC heap %d B, %d free; IDF heap %d B free, largest block %d B" % (
+        gc.mem_alloc() + free, free, sum(r[1] for r in idf), largest)
+
+
 def led(on):
     global _led
     if _led is None:

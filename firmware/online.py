@@ -27,6 +27,11 @@ class Online:
         self.tasks = []
         self._clock = asyncio.Event()   # set by the first good network time
         self._cloud_started = False
+        # One memory-hungry exchange at a time (bootstrap and the broker's TLS handshake,
+        # registering, checking a write key): an ESP32 without PSRAM has heap for one. Two at
+        # once grew the GC heap into the IDF's RAM, where it stays while any object lives in
+        # the new area, and TLS failed with ENOMEM from then on (docs/budgets.md).
+        self.exchange = asyncio.Lock()
 
     def key_changed(self):
         if self.registrar is not None:
@@ -41,7 +46,8 @@ class Online:
             from firmware.cloud.registration import Registrar
             from firmware.telemetry.outbox import sinks
             streams = self.app.telemetry is not None and "thingspeak" in sinks(self.store)
-            self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.app.tls, streams)
+            self.registrar = Registrar(self.store, f["serial"] or self.app.node_id, self.app.tls, streams,
+                                       self.exchange)
             self.tasks.append(asyncio.create_task(self.registrar.run()))
             if streams:
                 self.tasks.append(asyncio.create_task(self._thingspeak()))
@@ -102,12 +108,14 @@ class Online:
                 log.warning("app", "the clock is not set and the factory config names no NTP "
                             "server: TLS will find every certificate not yet valid")
         self._cloud_started = True
-        self._register()
         if self.store.factory["endpoints"]["bootstrap"]:
+            # The cloud before registering: it asks for the exchange lock first, and a TLS
+            # session, once up, keeps the IDF memory it was made with.
             from firmware.cloud.manager import Cloud
             app = self.app
             self.tasks.append(asyncio.create_task(
-                Cloud(self.store, app.node_id, app.tls, app.telemetry).run()))
+                Cloud(self.store, app.node_id, app.tls, app.telemetry, self.exchange).run()))
+        self._register()
 
     async def run(self):
         app = self.app

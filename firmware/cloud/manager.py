@@ -68,9 +68,11 @@ def _refused(e):
 
 
 class Cloud:
-    def __init__(self, store, node_id, tls=None, telemetry=None):
+    def __init__(self, store, node_id, tls=None, telemetry=None, exchange=None):
         """tls: an SSLContext trusting the factory CA (firmware/cloud/tls.py), or None.
-        telemetry: (outbox, sampler) to stream on the data channel, or None."""
+        telemetry: (outbox, sampler) to stream on the data channel, or None.
+        exchange: the online phase's lock for memory-hungry exchanges (firmware/online.py),
+        held from bootstrap to a connected broker."""
         self.store = store
         self.tls = tls
         self.node_id = node_id
@@ -80,6 +82,7 @@ class Cloud:
         self.client = None
         self.claim = None               # a Claim while its code is being presented
         self.telemetry = telemetry
+        self.exchange = exchange or asyncio.Lock()
         self.commands = Commands(store, telemetry)
         self._request_topic = None      # bytes: channels/<control>/messages/req, once connected
         self._control = None
@@ -109,33 +112,40 @@ class Cloud:
 
     async def _round(self):
         """Bootstrap if needed, connect, serve until the link dies; waits before returning."""
-        rec = self.store.get("bootstrap")
-        if not rec["done"] or self.want_bootstrap:
-            rec = await self._bootstrap(rec)
-            if rec is None:
-                await self._pause(self._attempt)
-                self._attempt += 1
-                return
-        try:
-            client = await self._connect(rec)
-        except Exception as e:
-            refused = _refused(e)
-            self._failures += 1
-            if refused:
-                log.error("cloud", "broker refused the credentials (%s): bootstrapping again" % log.why(e))
-            else:
-                log.warning("cloud", "cannot reach the broker (%s)" % log.why(e))
-            if refused or self._failures >= _REBOOTSTRAP_AFTER:
-                self.want_bootstrap = True
-                self._failures = 0
+        async with self.exchange:       # the heap's peak: nothing else memory-hungry meanwhile
+            client = await self._link()
+        if client is None:
             await self._pause(self._attempt)
             self._attempt += 1
             return
         self._attempt = self._failures = 0
-        err = await self._session(client, rec)
+        err = await self._session(client, self.store.get("bootstrap"))
         if not self.want_bootstrap:
             log.warning("cloud", "MQTT link lost (%s)" % log.why(err))
             await self._pause(0)
+
+    async def _link(self):
+        """A connected MQTT client, bootstrapping first if needed; None (logged) if not."""
+        rec = self.store.get("bootstrap")
+        if not rec["done"] or self.want_bootstrap:
+            rec = await self._bootstrap(rec)
+            if rec is None:
+                return None
+        try:
+            return await self._connect(rec)
+        except Exception as e:
+            from firmware import board  # loaded by the app already; not needed to import this module
+            refused = _refused(e)
+            self._failures += 1
+            if refused:
+                log.error("cloud", "broker refused the credentials (%s): bootstrapping again" % log.why(e))
+            else:               # out of memory: say where the RAM is
+                log.warning("cloud", "cannot reach the broker (%s)%s" % (
+                    log.why(e), "; " + board.memory() if board.out_of_memory(e) else ""))
+            if refused or self._failures >= _REBOOTSTRAP_AFTER:
+                self.want_bootstrap = True
+                self._failures = 0
+            return None
 
     async def _pause(self, attempt):
         s = backoff(attempt, _BACKOFF_BASE_S, _BACKOFF_CAP_S)

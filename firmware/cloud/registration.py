@@ -15,10 +15,11 @@ _BACKOFF_CAP_S = 1800
 
 
 class Registrar:
-    def __init__(self, store, serial, tls=None, streams=False):
+    def __init__(self, store, serial, tls=None, streams=False, exchange=None):
         """streams: a ThingSpeak sink writes readings with the key (firmware/online.py): its
         writes check the key, so no status update is sent (its time could take a reading's),
-        and the HTTP client it shares stays loaded."""
+        and the HTTP client it shares stays loaded. exchange: the online phase's lock for
+        memory-hungry exchanges, held while registering and checking the key."""
         self.store = store
         self.serial = serial
         self.tls = tls
@@ -30,6 +31,7 @@ class Registrar:
         self._checked = False
         self._rejected = 0              # write-key rejections since a write last got through
         self._hold = 0                  # seconds to wait before registering again
+        self.exchange = exchange or asyncio.Lock()
 
     def pending(self):
         return bool(self.store.get("regkey")["key"]) and not self.store.get("registration")["done"]
@@ -48,33 +50,15 @@ class Registrar:
                 self.wake.clear()
                 self._hold = 0
             if self.pending():
-                midpoint = None
-                try:
-                    from firmware.cloud import midpoint     # (no heap for it is a failed attempt too)
-                    channel, _ = await midpoint.register(self.store, self.serial, self.tls)
-                    log.info("registration", "registered: channel %s" % channel)
-                    attempt = 0
-                    self._checked = False
-                except Exception as e:      # nothing ends the task: log, back off, retry
-                    if midpoint is not None and isinstance(e, midpoint.RegistrationError):
-                        log.error("registration", "registration refused: %s" % e)
-                        slow = e.status in midpoint.SLOW
-                    else:
-                        import gc
-                        log.error("registration", "unexpected %s (heap free %d); retrying" % (
-                            log.why(e), gc.mem_free()))
-                        slow = False
-                    delay = backoff(attempt + (4 if slow else 0), _BACKOFF_BASE_S, _BACKOFF_CAP_S)
-                    attempt += 1
-                del midpoint
-                # The exchange's code (and its KDF and AES) is needed again only for the next one.
-                self._unload("firmware.cloud.midpoint", "httpc", "pbkdf2", "aes")
+                async with self.exchange:
+                    delay, attempt = await self._register(attempt)
             if delay is None and not self._checked and self.store.get("registration")["done"]:
                 if self.streams:
                     self._checked = True
                     self.ready.set()
                 else:
-                    delay = await self._check_key()
+                    async with self.exchange:
+                        delay = await self._check_key()
             if delay is None and self.pending():
                 continue
             try:
@@ -83,6 +67,32 @@ class Registrar:
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
+
+    async def _register(self, attempt):
+        """One registration attempt; returns (delay before the next or None, attempts failed)."""
+        delay = None
+        midpoint = None
+        try:
+            from firmware.cloud import midpoint     # (no heap for it is a failed attempt too)
+            channel, _ = await midpoint.register(self.store, self.serial, self.tls)
+            log.info("registration", "registered: channel %s" % channel)
+            attempt = 0
+            self._checked = False
+        except Exception as e:      # nothing ends the task: log, back off, retry
+            if midpoint is not None and isinstance(e, midpoint.RegistrationError):
+                log.error("registration", "registration refused: %s" % e)
+                slow = e.status in midpoint.SLOW
+            else:
+                import gc
+                log.error("registration", "unexpected %s (heap free %d); retrying" % (
+                    log.why(e), gc.mem_free()))
+                slow = False
+            delay = backoff(attempt + (4 if slow else 0), _BACKOFF_BASE_S, _BACKOFF_CAP_S)
+            attempt += 1
+        del midpoint
+        # The exchange's code (and its KDF and AES) is needed again only for the next one.
+        self._unload("firmware.cloud.midpoint", "httpc", "pbkdf2", "aes")
+        return delay, attempt
 
     def _unload(self, *names):
         unload(*[n for n in names if n not in self.keep])

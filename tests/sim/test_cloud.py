@@ -8,7 +8,9 @@ import pytest
 
 from tools.cloud.client import call
 
-from tests.sim.phone import stored
+from tests.sim.conftest import POP, PROV, WIFI, home_world
+from tests.sim.phone import provision, stored
+from tests.sim.test_registration import set_key
 
 MAPPED = re.compile(rb"user mapping delivered")
 
@@ -163,3 +165,23 @@ def test_inactive_config_bootstraps_but_its_channels_stay_closed(cloud, owner, o
     rid = cloud.send_command(board.node_id, "rebootstrap")
     reply = cloud.wait_message("channels/+/messages/res", timeout=10)
     assert rid.encode() in reply[1]
+
+
+def test_a_board_that_also_registers_connects_to_the_broker_first(cloud, new_board):
+    """Bootstrap, the broker's TLS handshake and self-registration (KDF, AES, HTTP) each take
+    the heap's peak; on an ESP32 without PSRAM two at once grow the GC heap into the IDF's RAM
+    for good, and TLS failed with ENOMEM from then on (a CI run of `make sim --transport softap`).
+    One at a time: the cloud's exchange first, registering after it, and no memory error."""
+    node_id = "24A1600000F1"
+    cloud.add_device(node_id)
+    key = cloud.add_org("Demo Farm")["registration_key"]
+    board = new_board(world=home_world(cloud), factory=dict(PROV, **cloud.factory_for(node_id)),
+                      mac=bytes.fromhex(node_id))
+    board.wait_for(b"provisioning open for", timeout=15)
+    assert "registration key stored" in set_key(board, key)
+    provision(board, POP, *WIFI)
+    connected = board.wait_for(re.compile(rb"MQTT connected to mqtt\.roost\.local:8883 \(TLS\)"), timeout=30)
+    derived = board.wait_for(re.compile(rb"registration: key derived"), timeout=30)
+    board.wait_for(re.compile(rb"registration: registered: channel \d+"), timeout=20)
+    assert derived.start() > connected.end()
+    assert b"ENOMEM" not in board.out and b"MemoryError" not in board.out
