@@ -74,10 +74,10 @@ def cmd_deploy(args):
         prov["sec"] = 2
         prov.update(sec2_factory(args.sec2_password))
     if args.image:
-        deploy.to_image(args.image, mpy=args.mpy, romfs=args.romfs, micropython=args.micropython,
-                        factory=factory)
+        deploy.to_image(args.image, mpy=args.mpy, romfs=args.romfs, frozen=args.frozen,
+                        micropython=args.micropython, factory=factory)
     else:
-        deploy.to_port(args.port, mpy=args.mpy, factory=factory, romfs=args.romfs)
+        deploy.to_port(args.port, mpy=args.mpy, factory=factory, romfs=args.romfs, frozen=args.frozen)
 
 
 def cmd_sim(args):
@@ -380,8 +380,12 @@ def parser():
     d.add_argument("--image", help="simulated board flash image")
     d.add_argument("--port", help="serial port or socket://host:port of a board's console")
     d.add_argument("--mpy", action="store_true", help="deploy .mpy built by mpy-cross")
-    d.add_argument("--romfs", action="store_true",
-                   help="code in the romfs partition (builds with one: partitions-4MiB-romfs.csv); it runs from flash and saves heap")
+    where = d.add_mutually_exclusive_group()
+    where.add_argument("--romfs", action="store_true",
+                       help="code in the romfs partition (builds with one: partitions-4MiB-romfs.csv); it runs from flash and saves heap")
+    where.add_argument("--frozen", action="store_true",
+                       help="the board's MicroPython has the code frozen in (built with manifest.py): only boot.py, main.py "
+                            "and the factory config go to its filesystem")
     d.add_argument("--factory", help="factory config JSON to write (node_id, pop, prov, endpoints...)")
     d.add_argument("--sec2-password", metavar="PW",
                    help="security 2: store the SRP salt and verifier of this password (not the password)")

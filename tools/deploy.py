@@ -5,7 +5,10 @@ Both doors deploy the same build: boot.py and main.py as source (the board runs 
 name), firmware/ and lib/ as .py or, with mpy=True, as .mpy from mpy-cross. With
 romfs=True, firmware/ and lib/ go into a ROMFS image instead (the `romfs` partition of
 MicroPython's partitions-4MiB-romfs.csv, mounted at /rom): the code then runs from flash
-and leaves ~35% more heap, which is what TLS and BLE need on an ESP32 without PSRAM.
+and leaves ~35% more heap, which is what TLS and BLE need on an ESP32 without PSRAM. With
+frozen=True the board's MicroPython already holds firmware/ and lib/ (built with the project's
+manifest.py): only boot.py and main.py go to LittleFS, and code left there is removed, since it
+would come before the frozen modules on sys.path.
 """
 import fcntl
 import hashlib
@@ -120,19 +123,29 @@ def _imagetool(*args, micropython=None):
     return r.stdout
 
 
-def to_image(image, mpy=False, micropython=None, log=print, factory=None, romfs=False):
+def _code_elsewhere(romfs, frozen):
+    if romfs and frozen:
+        raise DeployError("the code goes either to the romfs partition or is frozen in, not both")
+    return romfs or frozen
+
+
+def to_image(image, mpy=False, micropython=None, log=print, factory=None, romfs=False, frozen=False):
     """Write the build into a simulated board's flash image (created blank if missing).
     romfs=True puts the code in the board's ROMFS partition (a file beside the image) and
-    only boot.py/main.py in the filesystem. A factory config (dict) is written too, if given."""
+    only boot.py/main.py in the filesystem; frozen=True puts only those (the chip holds the
+    code: tools/sim/chip/build.py, roost=True). A factory config (dict) is written too, if given."""
     from tools.sim.board import blank_image
     image = Path(image)
     if not image.exists():
         blank_image(image)
     rom = romfs_path(image)
     staging = build(mpy or romfs)
-    if romfs:
-        rom.write_bytes(_fit_partition(build_romfs()))
-        lfs = _fresh_dir(BUILD / "romfs-lfs")
+    if _code_elsewhere(romfs, frozen):
+        if romfs:
+            rom.write_bytes(_fit_partition(build_romfs()))
+        elif rom.exists():
+            rom.unlink()
+        lfs = _fresh_dir(BUILD / "boot-lfs")
         for name in ROOT_FILES:
             shutil.copyfile(staging / name, lfs / name)
         staging = lfs
@@ -237,6 +250,30 @@ for d in %r:
 """ % (CODE_DIRS,)
 
 
+# Runs on the board: is roost frozen into its MicroPython? mpremote interrupts the running
+# firmware without a reset, so its modules (from LittleFS, perhaps) are set aside first and only
+# the frozen ones are looked at.
+_FROZEN_CHECK = """
+import sys
+path, mods = sys.path[:], sys.modules.pop('firmware', None)
+sys.path[:] = ['.frozen']
+try:
+    import firmware
+    print('frozen')
+except ImportError:
+    print('missing')
+sys.path[:] = path
+if mods is not None:
+    sys.modules['firmware'] = mods
+"""
+
+
+def _check_frozen(port):
+    if mpremote(port, "exec", _FROZEN_CHECK).strip() != "frozen":
+        raise DeployError("this board's MicroPython has no roost frozen in: build it with the project's "
+                          "manifest.py (docs/real-board.md, \"Frozen build\") or deploy without --frozen")
+
+
 def _romfs_to_port(port, log):
     """Write the ROMFS image into the board's romfs partition (mpremote's own `romfs deploy`,
     which checks the partition and its size), then read it back to verify it."""
@@ -257,17 +294,21 @@ def _romfs_to_port(port, log):
     log("ROMFS: %d bytes written to the romfs partition, verified" % len(romfs))
 
 
-def to_port(port, mpy=False, log=print, factory=None, romfs=False):
+def to_port(port, mpy=False, log=print, factory=None, romfs=False, frozen=False):
     """Copy changed files to a board over its serial console (hash compare), check what the
     board then holds (hash compare again), write the factory config if given, then reset it.
     romfs=True: firmware/ and lib/ go into the board's romfs partition (a build with one:
-    partitions-4MiB-romfs.csv) and leave LittleFS, where they would shadow it."""
+    partitions-4MiB-romfs.csv) and leave LittleFS, where they would shadow it. frozen=True:
+    the board's MicroPython holds them (checked first); they leave LittleFS too."""
+    elsewhere = _code_elsewhere(romfs, frozen)
     staging = build(mpy or romfs)
     if romfs:
         _romfs_to_port(port, log)
+    elif frozen:
+        _check_frozen(port)
     have = _board_hashes(port)
     local = {p.relative_to(staging).as_posix(): p for p in staging.rglob("*") if p.is_file()
-             and not (romfs and p.relative_to(staging).parts[0] in CODE_DIRS)}
+             and not (elsewhere and p.relative_to(staging).parts[0] in CODE_DIRS)}
     digest = {rel: hashlib.sha256(p.read_bytes()).hexdigest() for rel, p in local.items()}
     changed = [rel for rel in sorted(local) if have.get(rel) != digest[rel]]
     stale = [rel for rel in have if rel.split("/")[0] in CODE_DIRS and rel not in local]
@@ -280,12 +321,12 @@ def to_port(port, mpy=False, log=print, factory=None, romfs=False):
         args += ["exec", "import os\ntry:\n os.mkdir(%r)\nexcept OSError:\n pass" % d, "+"]
     for rel in changed:
         args += ["fs", "cp", str(local[rel]), ":" + rel, "+"]
-    if romfs:
+    if elsewhere:
         args += ["exec", _RMTREE, "+"]
     else:
         for rel in stale:
             args += ["fs", "rm", ":" + rel, "+"]
-    if changed or stale or romfs:
+    if changed or stale or elsewhere:
         mpremote(port, *args[:-1])
         args = []
         now = _board_hashes(port)
@@ -297,7 +338,7 @@ def to_port(port, mpy=False, log=print, factory=None, romfs=False):
         import json
         args += ["exec", "import json\nfrom firmware.store import Store\nStore().set_factory(json.loads(%r))"
                  % json.dumps(factory), "+"]
-    if romfs or changed or stale or factory is not None:
+    if elsewhere or changed or stale or factory is not None:
         mpremote(port, *args, "reset")
     log("deployed %d files: %d written, %d removed, all verified" % (len(local), len(changed), len(stale)))
     return changed

@@ -1,7 +1,8 @@
 """The GC heap a board needs, phase by phase (tests/sim/lifecycle.py): the live heap's high in
 each phase (sampled at every scheduler step and I/O, on an ample heap), and the smallest
 `-X heapsize` on which the whole life passes (bisection, unwatched), for security 1 and 2, with
-the code in LittleFS (.mpy, loaded into the heap) and in ROMFS (run from flash).
+the code in LittleFS (.mpy, loaded into the heap), in ROMFS and frozen into MicroPython (both
+run from flash).
 
     .venv/bin/python -m tests.bench.heap [--sec 1] [--code mpy]
 """
@@ -44,14 +45,14 @@ def smallest(cloud, workdir, image, sec, code, rows, live_high, n):
     return len(runs)
 
 
-def run(rows, secs=(1, 2), codes=("mpy", "romfs")):
+def run(rows, secs=(1, 2), codes=lifecycle.CODES):
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         cloud = LocalCloud(d / "cloud").start()
         try:
             n = 0
             for code in codes:
-                image = lifecycle.template(d / ("%s.img" % code), romfs=code == "romfs")
+                image = lifecycle.template(d / ("%s.img" % code), code)
                 for sec in secs:
                     high = profile(cloud, d, image, sec, code, rows, n)
                     n += 1
@@ -63,8 +64,8 @@ def run(rows, secs=(1, 2), codes=("mpy", "romfs")):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--sec", type=int, action="append")
-    ap.add_argument("--code", action="append", choices=("mpy", "romfs"))
+    ap.add_argument("--code", action="append", choices=lifecycle.CODES)
     a = ap.parse_args()
     out = []
-    run(out, tuple(a.sec or (1, 2)), tuple(a.code or ("mpy", "romfs")))
+    run(out, tuple(a.sec or (1, 2)), tuple(a.code or lifecycle.CODES))
     print_table(out)

@@ -6,9 +6,11 @@ Each phase ends at a console line the firmware prints anyway, so the samples (ta
 chip's ticks_ms, like log lines) split into phases without the firmware knowing it is watched.
 """
 import re
+from collections import namedtuple
 from pathlib import Path
 
 from tools import deploy
+from tools.sim.chip import build as chip_build
 from tools.prov.factory import sec2_factory
 from tools.sim.board import Board, heap_bytes
 
@@ -48,14 +50,22 @@ class Life:
                                                        ", failure=%r" % self.failure if self.failure else "")
 
 
-def template(path, romfs=False):
-    """The deployed firmware as a flash image to copy per board: .mpy files in LittleFS (what
-    `roost deploy` writes by default) or, romfs=True, in the ROMFS partition (run from flash)."""
-    deploy.to_image(path, mpy=True, romfs=romfs, log=lambda line: None)
-    return path
+# Where the firmware's code is: .mpy files in LittleFS (loaded into the heap), the ROMFS
+# partition (run from flash), or frozen into the chip's MicroPython (the project's manifest.py).
+CODES = ("mpy", "romfs", "frozen")
 
 
-def live(cloud, workdir, image_template, heap, sec, n, watch=True):
+class Firmware(namedtuple("Firmware", "image micropython")):
+    """A deployed flash image to copy per board, and the chip binary it runs on (None: the plain chip)."""
+
+
+def template(path, code="mpy"):
+    """The firmware deployed as `roost deploy --mpy [--romfs | --frozen]` writes it; a Firmware."""
+    deploy.to_image(path, mpy=True, romfs=code == "romfs", frozen=code == "frozen", log=lambda line: None)
+    return Firmware(path, chip_build.chip_binary(roost=True) if code == "frozen" else None)
+
+
+def live(cloud, workdir, firmware, heap, sec, n, watch=True):
     """Run board number `n` through its life on `heap` (e.g. "96K") with security `sec`; a Life.
     watch=False runs it unwatched: sampling collects at every scheduler step, which a real
     heap does not, so the smallest heap is searched without it."""
@@ -64,8 +74,8 @@ def live(cloud, workdir, image_template, heap, sec, n, watch=True):
     node = mac.hex().upper()
     cloud.add_device(node)
     image = workdir / ("life%d.img" % n)
-    image.write_bytes(Path(image_template).read_bytes())
-    rom = deploy.romfs_path(image_template)
+    image.write_bytes(Path(firmware.image).read_bytes())
+    rom = deploy.romfs_path(firmware.image)
     if rom.exists():
         deploy.romfs_path(image).write_bytes(rom.read_bytes())
     prov = {"sec": sec, "transports": ["ble"], "timeout_s": 600}
@@ -73,7 +83,8 @@ def live(cloud, workdir, image_template, heap, sec, n, watch=True):
     deploy.factory_to_image(image, dict(cloud.factory_for(node), pop=POP if sec == 1 else "", prov=prov),
                             log=lambda line: None)
     samples = workdir / ("life%d.heap" % n)
-    board = Board(image, world=home_world(cloud), heap=heap, mac=mac, heapwatch=samples if watch else None).start()
+    board = Board(image, world=home_world(cloud), heap=heap, mac=mac, heapwatch=samples if watch else None,
+                  micropython=firmware.micropython).start()
     life = Life(heap, sec)
     ends = []
     try:
@@ -124,7 +135,7 @@ def _peaks(samples, ends):
     return peak
 
 
-def smallest_heap(cloud, workdir, image_template, sec, lo, hi, step=4096, first=0):
+def smallest_heap(cloud, workdir, firmware, sec, lo, hi, step=4096, first=0):
     """Bisect the smallest heap (a multiple of `step` in [lo, hi]) on which the whole life
     passes; (that heap, the runs: Lifes)."""
     lo, hi = heap_bytes(lo) // step, heap_bytes(hi) // step
@@ -132,7 +143,7 @@ def smallest_heap(cloud, workdir, image_template, sec, lo, hi, step=4096, first=
     n = first
     while lo < hi:
         mid = (lo + hi) // 2
-        life = live(cloud, workdir, image_template, "%dK" % (mid * step // 1024), sec, n, watch=False)
+        life = live(cloud, workdir, firmware, "%dK" % (mid * step // 1024), sec, n, watch=False)
         n += 1
         runs.append(life)
         if life.passed:

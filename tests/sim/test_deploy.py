@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tools import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,23 +76,38 @@ def test_deploy_refuses_two_targets_with_one_clear_line(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "exactly one target" in r.stderr
 
 
-def test_deploy_romfs_over_the_console_runs_the_code_from_flash(board):
-    b = board(romfs_partition=True)              # partitions-4MiB-romfs.csv: a romfs partition
+# Where the code runs from, the board it needs, what deploy says, and the __file__ of two modules.
+CODE_FROM_FLASH = {
+    # partitions-4MiB-romfs.csv: a romfs partition, mounted at /rom
+    "romfs": (dict(romfs_partition=True), r"ROMFS: \d+ bytes written to the romfs partition, verified",
+              "/rom/firmware/app.mpy", "/rom/lib/srp6a.mpy"),
+    # MicroPython built with the project's manifest.py; a frozen module's __file__ is its name there
+    "frozen": (dict(roost_frozen=True), r"deployed 2 files: 0 written, \d\d removed, all verified",
+               "firmware/app.py", "srp6a.py"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(CODE_FROM_FLASH))
+def test_deploy_over_the_console_runs_the_code_from_flash(board, where):
+    kw, said_first, app_file, lib_file = CODE_FROM_FLASH[where]
+    if kw.pop("roost_frozen", False):
+        from tools.sim.chip.build import chip_binary
+        kw["micropython"] = chip_binary(roost=True)
+    b = board(**kw)
     b.wait_for(b">>> ")
     url = console_url(b)
     deploy.to_port(url, mpy=True, log=lambda line: None)     # first the code in LittleFS
     b.wait_for(BANNER, timeout=15)
     said = []
-    deploy.to_port(url, romfs=True, log=said.append)
-    assert said[0].startswith("ROMFS: ") and said[0].endswith("verified"), said
+    deploy.to_port(url, log=said.append, **{where: True})
+    assert re.fullmatch(said_first, said[0]), said
     b.wait_for(b"provisioning open", timeout=20)
     from tools.console import Console
     with Console(url) as c:
-        # The code runs from the partition; LittleFS keeps boot.py, main.py and data only,
-        # since its copies would come first on sys.path.
-        assert c.eval("__import__('firmware.app').app.__file__") == "/rom/firmware/app.mpy"
-        assert c.eval("__import__('srp6a').__file__") == "/rom/lib/srp6a.mpy"
+        # LittleFS keeps boot.py, main.py and data only, since its copies would come first on sys.path.
         assert not {"firmware", "lib"} & set(c.eval("__import__('os').listdir('/')"))
+        assert c.eval("__import__('firmware.app').app.__file__") == app_file
+        assert c.eval("__import__('srp6a').__file__") == lib_file
 
 
 def test_deploy_romfs_to_a_board_without_the_partition_says_so(board):
@@ -100,3 +117,17 @@ def test_deploy_romfs_to_a_board_without_the_partition_says_so(board):
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "partition not found" in r.stderr
+
+
+def test_deploy_frozen_to_a_micropython_without_roost_says_so_and_changes_nothing(board):
+    b = board()                                  # a stock MicroPython: nothing frozen in
+    b.wait_for(b">>> ")
+    deploy.to_port(console_url(b), mpy=True, log=lambda line: None)
+    b.wait_for(BANNER, timeout=15)
+    r = subprocess.run([sys.executable, "-m", "tools", "deploy", "--frozen", "--port", console_url(b)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "has no roost frozen in" in r.stderr
+    from tools.console import Console
+    with Console(console_url(b)) as c:
+        assert {"firmware", "lib"} <= set(c.eval("__import__('os').listdir('/')"))

@@ -16,7 +16,7 @@ HEAP = BUDGETS["heap"]
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     d = tmp_path_factory.mktemp("images")
-    return {code: lifecycle.template(d / ("%s.img" % code), romfs=code == "romfs") for code in ("mpy", "romfs")}
+    return {code: lifecycle.template(d / ("%s.img" % code), code) for code in lifecycle.CODES}
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def life(cloud, tmp_path, images):
     return run
 
 
-@pytest.mark.parametrize("sec,code", [(1, "mpy"), (2, "mpy"), (1, "romfs")])
+@pytest.mark.parametrize("sec,code", [(1, "mpy"), (2, "mpy"), (1, "romfs"), (1, "frozen")])
 def test_a_board_lives_its_whole_life_on_the_budgeted_heap(life, sec, code):
     heap = HEAP["life"]["sec%d_%s" % (sec, code)]
     result = life(sec, code, heap, watch=False)

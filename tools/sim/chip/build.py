@@ -13,6 +13,12 @@ applied to the copy, and the build runs there:
 
 The frozen Python (the simulator's ROM and shims, tools/sim/chip/esp32/manifest.py) is not in the
 key: make rebuilds just the frozen module and relinks when those files change (a few seconds).
+
+    chip_binary(roost=True)                 # the same chip with roost frozen in (../manifest.py)
+
+is the custom firmware a board without PSRAM can run (docs/real-board.md, "Frozen build"): the
+project's manifest.py on top of the chip's own, in build-esp32-roost beside the plain build,
+whose objects it starts from (so it costs a relink, not a build).
 """
 import fcntl
 import hashlib
@@ -32,6 +38,9 @@ PROJECT = HERE.parents[2]
 SOURCE_PARTS = ("py", "extmod", "shared", "lib", "mpy-cross", "ports/unix", "tools", "drivers")
 # Python frozen into the chip: a change means a relink, not a new cache entry.
 FROZEN = [VARIANT / "manifest.py"] + sorted(HERE.glob("*.py")) + sorted((HERE.parent / "shims").glob("*.py"))
+# ... and into the chip with roost frozen in: the project's manifest and what it freezes.
+FROZEN_ROOST = [VARIANT / "manifest_roost.py", PROJECT / "manifest.py"] + sorted(
+    p for d in ("firmware", "lib") for p in (PROJECT / d).rglob("*.py") if "__pycache__" not in p.parts)
 
 
 class BuildError(RuntimeError):
@@ -98,10 +107,10 @@ def cache_key(src):
     return h.hexdigest()[:16]
 
 
-def frozen_key():
+def frozen_key(roost=False):
     h = hashlib.sha256()
-    for p in FROZEN:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    for p in FROZEN + (FROZEN_ROOST if roost else []):
+        h.update(p.relative_to(PROJECT).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -135,19 +144,23 @@ def _prepare(src, work):
     os.replace(tmp, work)
 
 
-def build(verbose=False):
-    """Build (or find cached) mpy-cross and the chip. Returns {"micropython": path, "mpy-cross": path}."""
+def build(roost=False):
+    """Build (or find cached) mpy-cross and the chip (roost=True: with roost frozen in).
+    Returns {"micropython": path, "mpy-cross": path}."""
     src = source_dir()
     key = cache_key(src)
     entry = cache_root() / "chip" / key
     entry.mkdir(parents=True, exist_ok=True)
     work = entry / "src"
     unix = work / "ports" / "unix"
-    out = {"micropython": unix / "build-esp32" / "micropython", "mpy-cross": work / "mpy-cross" / "build" / "mpy-cross"}
-    stamp = entry / "frozen.stamp"
-    fkey = frozen_key()
+    build_dir = "build-esp32-roost" if roost else "build-esp32"
+    out = {"micropython": unix / build_dir / "micropython", "mpy-cross": work / "mpy-cross" / "build" / "mpy-cross"}
+    stamp = entry / (build_dir + ".stamp")
+    fkey = frozen_key(roost)
     if out["micropython"].exists() and stamp.exists() and stamp.read_text() == fkey:
         return out
+    if roost:
+        plain = build()                             # its objects are where this one starts
     with open(entry / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)            # parallel test workers and make setup
         if out["micropython"].exists() and stamp.exists() and stamp.read_text() == fkey:
@@ -156,26 +169,30 @@ def build(verbose=False):
         if not work.exists():
             print("chip: building MicroPython %s as a 32-bit ESP32 (NimBLE) from %s" % (TAG, src), file=sys.stderr)
             _prepare(src, work)
+        if roost and not (unix / build_dir).exists():
+            # The plain build's objects, times kept: make then compiles only the frozen modules.
+            shutil.copytree(plain["micropython"].parent, unix / build_dir, symlinks=True)
         jobs = "-j%d" % max(2, os.cpu_count() or 2)
         _run(["make", jobs, "-C", str(work / "mpy-cross")], work, log)
-        _run(["make", jobs, "-C", str(unix), "VARIANT_DIR=%s" % VARIANT, "BUILD=build-esp32",
-              "FROZEN_MANIFEST=%s" % (VARIANT / "manifest.py")], work, log)
+        _run(["make", jobs, "-C", str(unix), "VARIANT_DIR=%s" % VARIANT, "BUILD=" + build_dir,
+              "FROZEN_MANIFEST=%s" % (VARIANT / ("manifest_roost.py" if roost else "manifest.py"))], work, log)
         stamp.write_text(fkey)
     return out
 
 
-_built = None
+_built = {}
 
 
-def _binaries():
-    global _built
-    if _built is None or _built["frozen"] != frozen_key():
-        _built = dict(build(), frozen=frozen_key())
-    return _built
+def _binaries(roost=False):
+    key = frozen_key(roost)
+    if _built.get(roost, {}).get("frozen") != key:
+        _built[roost] = dict(build(roost), frozen=key)
+    return _built[roost]
 
 
-def chip_binary():
-    return str(_binaries()["micropython"])
+def chip_binary(roost=False):
+    """The chip's binary; roost=True: the one with roost frozen in."""
+    return str(_binaries(roost)["micropython"])
 
 
 def mpy_cross():
