@@ -3,10 +3,13 @@
 #
 #   git clone -b v1.28.0 https://github.com/micropython/micropython && cd micropython
 #   make -C mpy-cross
-#   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/roost/manifest.py submodules all
+#   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/roost/manifest.py \
+#       USER_C_MODULES=/path/to/roost/cmodules/micropython.cmake submodules all
 #
 # then `roost flash` the build's firmware.bin and `roost deploy --frozen` (boot.py, main.py and
 # the factory config; no code in the filesystem, where it would shadow the frozen modules).
+# USER_C_MODULES adds srpmath (security 2's bignums and SHA-512 in mbedTLS, on the ESP32's
+# accelerators); without it the firmware does them in Python, about 7 times slower.
 #
 # roost_only=True (the simulator's frozen chip, tools/sim/chip/build.py): roost's code alone,
 # for a port whose own frozen modules another manifest brings.

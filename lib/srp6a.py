@@ -12,8 +12,8 @@ PAD(x) = x big-endian, left-padded to 384 bytes; every other integer is minimal 
 
 A is required to be exactly 384 bytes (so A == PAD(A), and "A as received" is unambiguous).
 
-Cost: three 3072-bit modexps per handshake (g^b, v^u, (A*v^u)^b), ~98% of the time on the
-unix port; the SHA-512 work is small next to them (tests/bench/crypto_chip.py).
+Cost: three 3072-bit modexps per handshake (g^b, v^u, (A*v^u)^b) and about 2.7 KB of SHA-512:
+25 s of an ESP32's CPU in Python, 3.5 s with the custom build's srpmath (docs/budgets.md).
 """
 import os
 
@@ -23,8 +23,14 @@ except ImportError:  # CPython (host tools, tests)
     def const(x):
         return x
 
-# MicroPython has no hashlib.sha512 (on ESP32 or unix); CPython does and it is far faster.
-# Both paths give identical bytes; tests run the pure one under MicroPython and CPython.
+# The costly parts, 3072-bit modexp and SHA-512, by mbedTLS on the ESP32's accelerators when
+# the MicroPython build has roost's C module (cmodules/srpmath: a custom build, manifest.py);
+# else in Python: MicroPython has no hashlib.sha512 (on ESP32 or unix), CPython does. Every path
+# gives identical bytes; tests run each.
+try:
+    import srpmath  # type: ignore[import-not-found]  # a custom build only
+except ImportError:
+    srpmath = None
 try:
     from hashlib import sha512 as _sha512  # type: ignore[attr-defined]  # CPython only: the ESP32 takes the except
 except ImportError:
@@ -34,6 +40,8 @@ except ImportError:
 def _H(*parts):
     """H(part1 || part2 || ...), hashed part by part: joining M's six fields first would need
     a 977-byte block, which a fragmented ESP32 heap mid-handshake may not have."""
+    if srpmath:
+        return srpmath.sha512(*parts)
     h = _sha512()
     for p in parts:
         h.update(p)
@@ -100,6 +108,13 @@ def make_salt(n=16):
 _G_POWERS = tuple(G ** c for c in range(16))
 
 
+def _pow(x, e):
+    """x^e mod N for an int x and e as big-endian bytes."""
+    if srpmath:
+        return int.from_bytes(srpmath.pow_mod(pad(x), e, _N_BYTES), "big")
+    return pow(x, int.from_bytes(e, "big"), N)
+
+
 def _pow_g(e):
     """g^e mod N for e given as big-endian bytes.
 
@@ -111,6 +126,8 @@ def _pow_g(e):
     43 KB), so those stay with pow(), which works in place in C. Every nibble multiplies, 0
     included, so the operation sequence does not depend on e (mpz itself is not constant-time).
     """
+    if srpmath:
+        return _pow(G, e)
     r = 1
     for byte in e:
         r = r * r % N
@@ -171,7 +188,7 @@ class Server:
         u = _H(A, pad(Bi))
         if not any(u):
             raise ValueError("u == 0")
-        S = pow(a * pow(v, int.from_bytes(u, "big"), N) % N, int.from_bytes(b, "big"), N)
+        S = _pow(a * _pow(v, u) % N, b)
         K = _H(minimal(S))
         self._M = _H(_HN_XOR_HG, _H(_utf8(username)), self.salt, A, B, K)
         self._A = A

@@ -17,8 +17,8 @@ key: make rebuilds just the frozen module and relinks when those files change (a
     chip_binary(roost=True)                 # the same chip with roost frozen in (../manifest.py)
 
 is the custom firmware a board without PSRAM can run (docs/real-board.md, "Frozen build"): the
-project's manifest.py on top of the chip's own, in build-esp32-roost beside the plain build,
-whose objects it starts from (so it costs a relink, not a build).
+project's manifest.py on top of the chip's own and its C modules (../cmodules), in
+build-esp32-roost beside the plain build (a build of its own: the C modules add qstrs).
 """
 import fcntl
 import hashlib
@@ -38,9 +38,12 @@ PROJECT = HERE.parents[2]
 SOURCE_PARTS = ("py", "extmod", "shared", "lib", "mpy-cross", "ports/unix", "tools", "drivers")
 # Python frozen into the chip: a change means a relink, not a new cache entry.
 FROZEN = [VARIANT / "manifest.py"] + sorted(HERE.glob("*.py")) + sorted((HERE.parent / "shims").glob("*.py"))
-# ... and into the chip with roost frozen in: the project's manifest and what it freezes.
+# ... and into the chip with roost frozen in: the project's manifest and what it freezes, and
+# its C modules (cmodules/, built in with USER_C_MODULES: make recompiles what changed).
+CMODULES = PROJECT / "cmodules"
 FROZEN_ROOST = [VARIANT / "manifest_roost.py", PROJECT / "manifest.py"] + sorted(
-    p for d in ("firmware", "lib") for p in (PROJECT / d).rglob("*.py") if "__pycache__" not in p.parts)
+    p for d in ("firmware", "lib") for p in (PROJECT / d).rglob("*.py") if "__pycache__" not in p.parts) + sorted(
+    p for p in CMODULES.rglob("*") if p.is_file())
 
 
 class BuildError(RuntimeError):
@@ -160,7 +163,7 @@ def build(roost=False):
     if out["micropython"].exists() and stamp.exists() and stamp.read_text() == fkey:
         return out
     if roost:
-        plain = build()                             # its objects are where this one starts
+        build()                                     # mpy-cross, and the patched source
     with open(entry / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)            # parallel test workers and make setup
         if out["micropython"].exists() and stamp.exists() and stamp.read_text() == fkey:
@@ -169,13 +172,11 @@ def build(roost=False):
         if not work.exists():
             print("chip: building MicroPython %s as a 32-bit ESP32 (NimBLE) from %s" % (TAG, src), file=sys.stderr)
             _prepare(src, work)
-        if roost and not (unix / build_dir).exists():
-            # The plain build's objects, times kept: make then compiles only the frozen modules.
-            shutil.copytree(plain["micropython"].parent, unix / build_dir, symlinks=True)
         jobs = "-j%d" % max(2, os.cpu_count() or 2)
         _run(["make", jobs, "-C", str(work / "mpy-cross")], work, log)
-        _run(["make", jobs, "-C", str(unix), "VARIANT_DIR=%s" % VARIANT, "BUILD=" + build_dir,
-              "FROZEN_MANIFEST=%s" % (VARIANT / ("manifest_roost.py" if roost else "manifest.py"))], work, log)
+        custom = ["FROZEN_MANIFEST=%s" % (VARIANT / "manifest_roost.py"), "USER_C_MODULES=%s" % CMODULES] if roost \
+            else ["FROZEN_MANIFEST=%s" % (VARIANT / "manifest.py")]
+        _run(["make", jobs, "-C", str(unix), "VARIANT_DIR=%s" % VARIANT, "BUILD=" + build_dir] + custom, work, log)
         stamp.write_text(fkey)
     return out
 
@@ -200,8 +201,10 @@ def mpy_cross():
 
 
 def main():
+    # Both chips now, not in the middle of a test run: a build there takes both cores.
     try:
         out = build()
+        out["micropython (roost frozen in, cmodules)"] = build(roost=True)["micropython"]
     except BuildError as e:
         sys.exit("chip: %s" % e)
     for name, path in out.items():

@@ -52,6 +52,22 @@ void sim_pace_tick(void) {
     pace_last_cpu_ns = clock_ns(CLOCK_THREAD_CPUTIME_ID);
 }
 
+// The port's ticks (ports/unix/unix_mphal.c, the monotonic clock), read once the pace is settled.
+static int64_t sim_monotonic_ns(void) {
+    if (sim_pace_on) {
+        sim_pace_tick();
+    }
+    return clock_ns(CLOCK_MONOTONIC);
+}
+
+unsigned long sim_ticks_ms(void) {
+    return (unsigned long)(sim_monotonic_ns() / 1000000);
+}
+
+unsigned long sim_ticks_us(void) {
+    return (unsigned long)(sim_monotonic_ns() / 1000);
+}
+
 // _simchip.pace(): the factor the chip runs slower than the host (1.0: host speed).
 static mp_obj_t simchip_pace(void) {
     return mp_obj_new_float((mp_float_t)pace_factor);

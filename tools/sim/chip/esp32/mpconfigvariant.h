@@ -109,6 +109,12 @@ void sim_pace_tick(void);
 }
 #define MICROPY_VM_HOOK_LOOP MICROPY_VM_HOOK_POLL
 #define MICROPY_VM_HOOK_RETURN MICROPY_VM_HOOK_POLL
+// Reading the clock settles the pace first: CPU spent in C (mbedTLS, bignums) is otherwise
+// waited out only at the next hook, after a time.ticks_us() that should already show it.
+unsigned long sim_ticks_ms(void);
+unsigned long sim_ticks_us(void);
+#define mp_hal_ticks_ms() sim_ticks_ms()
+#define mp_hal_ticks_us() sim_ticks_us()
 
 // RAM as on ESP32_GENERIC (esp32_ram.c): the GC heap starts at -X heapsize and grows into the
 // IDF's heap (esp32/mpconfigport.h:89-90), which NimBLE, Wi-Fi, lwIP and mbedTLS share.

@@ -1,0 +1,3 @@
+# roost's C modules for a custom MicroPython build (docs/real-board.md, "Frozen build"):
+#   make -C ports/esp32 BOARD=ESP32_GENERIC USER_C_MODULES=/path/to/roost/cmodules/micropython.cmake ...
+include(${CMAKE_CURRENT_LIST_DIR}/srpmath/micropython.cmake)
