@@ -4,8 +4,10 @@
 #
 #   stream on|off   interval <1..86400 s>   status   reboot   factory-reset   rebootstrap
 import json
+import time
 
 import log
+from epoch import UNIX_OFFSET
 
 _MAX_INTERVAL_S = 86400
 
@@ -16,6 +18,21 @@ class Commands:
         self.store = store
         self.telemetry = telemetry
         self.after = None       # what to do once the answer is acknowledged: "reboot", "reset", "rebootstrap"
+
+    def answer(self, msg):
+        """A Mainflux agent request (SenML: [{"bn":"<id>:","n":"control","vs":"<command> [arg]"}])
+        -> its SenML answer (str), the command run and logged; malformed requests get an error."""
+        rid, name = "", "control"
+        try:
+            req = json.loads(msg)[0]
+            rid = req.get("bn", "")
+            name, cmd = req["n"], req["vs"]
+            result = self.run(cmd)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            cmd, result = "?", "error: malformed request"
+        rid = rid[:-1] if type(rid) is str and rid.endswith(":") else ""
+        log.info("cloud", "command %s: %s" % (str(cmd)[:32], result[:60]))
+        return json.dumps([{"bn": rid, "n": str(name)[:32], "t": time.time() + UNIX_OFFSET, "vs": result}])
 
     def run(self, text):
         """The answer (a string) to one command line; sets self.after if it has a sequel."""

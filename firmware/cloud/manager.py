@@ -17,7 +17,6 @@ from micropython import const
 
 import log
 from backoff import backoff
-from epoch import UNIX_OFFSET
 from firmware.cloud.commands import Commands
 from firmware.unload import unload
 
@@ -27,6 +26,10 @@ _REBOOTSTRAP_AFTER = const(5)
 _BACKOFF_BASE_S = 2
 _BACKOFF_CAP_S = 300
 _INBOX = const(4)                  # control requests waiting; more are dropped (and logged)
+# A session that ends sooner counts as a failed connect (the backoff grows): a broker that
+# accepts CONNECT and then closes the session, as Mainflux's MQTT adapter does on a topic it
+# does not allow, must not be reconnected to every second or two forever.
+_STABLE_S = const(60)
 
 
 class CloudError(Exception):
@@ -118,11 +121,20 @@ class Cloud:
             await self._pause(self._attempt)
             self._attempt += 1
             return
-        self._attempt = self._failures = 0
+        self._failures = 0
+        started = time.ticks_ms()
         err = await self._session(client, self.store.get("bootstrap"))
-        if not self.want_bootstrap:
+        if self.want_bootstrap:
+            return
+        lived = time.ticks_diff(time.ticks_ms(), started) // 1000
+        if lived < _STABLE_S:
+            log.warning("cloud", "the broker closed the session %d s after accepting it (%s; last topic %s)" % (
+                lived, log.why(err), client.last_topic))
+            self._attempt += 1
+        else:
             log.warning("cloud", "MQTT link lost (%s)" % log.why(err))
-            await self._pause(0)
+            self._attempt = 0
+        await self._pause(max(self._attempt - 1, 0))
 
     async def _link(self):
         """A connected MQTT client, bootstrapping first if needed; None (logged) if not."""
@@ -221,6 +233,8 @@ class Cloud:
                     # before the SUBACK is lost), so say it: people and tests wait for it.
                     log.info("cloud", "listening for commands on channel %s" % self._control)
                 except MQTTError as e:   # an inactive config: channels are closed to us
+                    if not client.isconnected():
+                        raise           # no: the broker closed the session on it
                     log.warning("cloud", "no control channel: %s" % e)
                     self._control = self._request_topic = None
             await self._onboard(client)
@@ -281,21 +295,7 @@ class Cloud:
                 log.warning("cloud", "control request dropped: inbox full")
 
     async def _handle(self, client, msg):
-        # Mainflux agent request: SenML [{"bn":"<id>:","n":"control","vs":"<command> [arg]"}].
-        rid, name = "", "control"
-        try:
-            req = json.loads(msg)[0]
-            rid = req.get("bn", "")
-            name, cmd = req["n"], req["vs"]
-            result = self.commands.run(cmd)
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            cmd, result = "?", "error: malformed request"
-        rid = rid[:-1] if type(rid) is str and rid.endswith(":") else ""
-        log.info("cloud", "command %s: %s" % (str(cmd)[:32], result[:60]))
-        await client.publish("channels/%s/messages/res" % self._control,
-                             json.dumps([{"bn": rid, "n": str(name)[:32], "t": time.time() + UNIX_OFFSET,
-                                          "vs": result}]),
-                             qos=1)
+        await client.publish("channels/%s/messages/res" % self._control, self.commands.answer(msg), qos=1)
         after = self.commands.after
         if after == "rebootstrap":
             self.want_bootstrap = True

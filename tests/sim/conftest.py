@@ -81,15 +81,18 @@ def owner(cloud):
 @pytest.fixture
 def onboard(new_board, cloud):
     """Power on a board registered in the cloud and provision it (phone.ONBOARDING); returns the board.
-    add_device=False: the cloud does not know it (yet)."""
+    add_device=False: the cloud does not know it (yet). world_services: host names the board's
+    network resolves elsewhere than to the local cloud (a hostile broker, say)."""
     n = [0]
 
-    def make(secure=False, user=None, secret="s3cret", claim=None, add_device=True, active=True, **kw):
+    def make(secure=False, user=None, secret="s3cret", claim=None, add_device=True, active=True,
+             world_services=None, **kw):
         n[0] += 1
         mac = bytes.fromhex("24a1600000%02x" % n[0])
         node_id = mac.hex().upper()
         cloud.add_device(node_id, active=active)
         world = home_world(cloud)
+        world.services.update(world_services or {})
         factory = dict(PROV, **cloud.factory_for(node_id, secure=secure))
         if not add_device:
             cloud.remove_device(node_id)

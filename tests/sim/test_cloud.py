@@ -2,6 +2,9 @@
 thing, the user-node mapping confirmed by the owner's status poll, the claim code; and what it
 does when the cloud misbehaves (refusals, outages, rotated credentials)."""
 import re
+import socket
+import ssl
+import threading
 import time
 
 import pytest
@@ -185,3 +188,66 @@ def test_a_board_that_also_registers_connects_to_the_broker_first(cloud, new_boa
     board.wait_for(re.compile(rb"registration: registered: channel \d+"), timeout=20)
     assert derived.start() > connected.end()
     assert b"ENOMEM" not in board.out and b"MemoryError" not in board.out
+
+
+class ClosingBroker:
+    """A TLS MQTT broker that accepts CONNECT and closes the session at the client's next
+    packet, as Mainflux's MQTT adapter does on a topic it does not allow. Records when each
+    session was accepted."""
+
+    def __init__(self, cloud):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cloud.pki.cert_path, cloud.pki.key_path)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def _packet(conn):
+        first = conn.recv(1)
+        if not first:
+            raise OSError("closed")
+        n = shift = 0
+        while True:                     # remaining length: a varint (MQTT 3.1.1, 2.2.3)
+            b = conn.recv(1)[0]
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        while n:
+            n -= len(conn.recv(n))
+
+    def _serve(self):
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                with self.ctx.wrap_socket(raw, server_side=True) as conn:
+                    self._packet(conn)                  # CONNECT
+                    conn.sendall(b"\x20\x02\x00\x00")   # CONNACK: accepted
+                    self.accepted.append(time.monotonic())
+                    self._packet(conn)                  # SUBSCRIBE or PUBLISH: closed on it
+            except (OSError, ssl.SSLError, IndexError):
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_broker_that_closes_each_session_gets_the_backoff_of_a_failed_connect(cloud, onboard):
+    broker = ClosingBroker(cloud)
+    try:
+        board = onboard(world_services={cloud.mqtt_name: ("127.0.0.1", broker.port)})
+        board.wait_for(re.compile(rb"the broker closed the session 0 s after accepting it \(.*; last topic "
+                                  rb"channels/[0-9a-f-]+/messages/req\)"), timeout=20)
+        time.sleep(20)
+        gaps = [b - a for a, b in zip(broker.accepted, broker.accepted[1:])]
+        # 2 s doubling to 300 s, with jitter down to half: 1-2, 2-4, 4-8, 8-16 s... Reconnecting
+        # every 1-2 s would have made 10 or more sessions in this time.
+        assert 2 <= len(broker.accepted) <= 5, gaps
+        assert all(later > 0.9 * earlier for earlier, later in zip(gaps, gaps[1:])) and gaps[-1] >= 2, gaps
+    finally:
+        broker.close()
