@@ -128,7 +128,7 @@ class AirLink(bumble_link.LocalLink):
         # on the advertising channels (CONNECT_IND to an advertiser) go to every controller.
         loop = asyncio.get_running_loop()
         advertisement = isinstance(packet, ll.AdvInd)
-        for c in self.controllers:
+        for c in list(self.controllers):    # a snapshot: controllers join and leave meanwhile
             if c is sender_controller:
                 continue
             if advertisement and not (c.le_scan_enable or c.pending_le_connection):
@@ -156,7 +156,10 @@ class AirAdvPdu(ll.AdvInd):
 
 class AirAdvertiser(bumble_controller.LegacyAdvertiser):
     def _on_timer_fired(self):
-        self.send_advertising_data()
+        try:
+            self.send_advertising_data()
+        except Exception:       # noqa: BLE001 - one bad delivery must not end the advertising
+            log.warning("radio: advertising PDU not delivered", exc_info=True)
         # Gap 3: Bumble waits advertising_interval_min / 1000 s; the unit is 0.625 ms
         # (Vol 4 Part E 7.8.5), and a host that never set it means the default 1.28 s, not 0.
         interval = max(self.advertising_interval_min or DEFAULT_ADV_INTERVAL, 0x0020)
