@@ -82,10 +82,6 @@ def _str(s):
     return len(s).to_bytes(2, "big") + s
 
 
-def _text(s):
-    return s if isinstance(s, str) else bytes(s).decode()
-
-
 class MQTTClient:
     def __init__(self, client_id, server, port=None, user=None, password=None, keepalive=60,
                  clean=True, ssl=None, server_hostname=None, timeout=10, max_packet=4096,
@@ -107,7 +103,7 @@ class MQTTClient:
         self.pings = 0  # PINGRESPs received (diagnostics / tests)
         self._will = None
         self._pid = 0
-        self.last_topic = None      # of the last PUBLISH or SUBSCRIBE sent
+        self.last_topic = None      # of the last PUBLISH or SUBSCRIBE sent, as given (str or bytes)
         self._reader = self._writer = None
         self._tasks = []
         self._err = None
@@ -199,7 +195,7 @@ class MQTTClient:
         max_repubs times, then raise MQTTError. Returns the packet id (0 for QoS 0)."""
         if isinstance(msg, str):
             msg = msg.encode()
-        self.last_topic = _text(topic)  # a broker that closes the session on a topic: say which
+        self.last_topic = topic     # a broker that closes the session on a topic: say which
         hdr = _PUBLISH | (qos << 1) | (1 if retain else 0)
         if not qos:
             await self._send(hdr, _str(topic), msg)
@@ -216,7 +212,7 @@ class MQTTClient:
 
     async def subscribe(self, topic, qos=0):
         """Returns the granted QoS; a SUBACK of 0x80 (refused) raises MQTTError."""
-        self.last_topic = _text(topic)
+        self.last_topic = topic
         pid = self._next_pid()
         self._expect(pid)
         await self._send(_SUBSCRIBE, pid.to_bytes(2, "big") + _str(topic) + bytes((qos,)))

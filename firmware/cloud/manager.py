@@ -128,8 +128,9 @@ class Cloud:
             return
         lived = time.ticks_diff(time.ticks_ms(), started) // 1000
         if lived < _STABLE_S:
+            t = client.last_topic       # decoded here, not on every publish
             log.warning("cloud", "the broker closed the session %d s after accepting it (%s; last topic %s)" % (
-                lived, log.why(err), client.last_topic))
+                lived, log.why(err), t if isinstance(t, str) else bytes(t or b"").decode()))
             self._attempt += 1
         else:
             log.warning("cloud", "MQTT link lost (%s)" % log.why(err))
